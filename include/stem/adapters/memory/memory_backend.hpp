@@ -1,0 +1,296 @@
+// stem/adapters/memory: the in-process adapters (tests, demos; no server, not durable).
+// memory_backend.hpp — a result backend in process memory: statuses with TTL, waiting, groups, heartbeats.
+#pragma once
+
+#include <stem/contracts/result_backend.hpp>
+#include <stem/detail/waiter.hpp>
+
+#include <algorithm>
+#include <array>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/this_coro.hpp>
+
+namespace stem {
+
+/// Settings of a memory_backend.
+struct memory_backend_options {
+    std::chrono::milliseconds default_ttl{24 * 3'600'000};  ///< how long statuses and groups are kept
+};
+
+/// A result backend held in process memory. Copies share one store.
+/// Thread-safe; waiting coroutines must run on single-threaded executors or strands.
+class memory_backend {
+public:
+    explicit memory_backend(memory_backend_options o = {}) : s_(std::make_shared<state>(o)) {}
+
+    awaitable<void> set(task_status st, std::optional<std::chrono::milliseconds> ttl) {
+        std::vector<std::shared_ptr<detail::waiter>> wake;
+        {
+            std::lock_guard lk(s_->mu);
+            auto now = clock::now();
+            s_->sweep(now);
+            auto expires = now + ttl.value_or(s_->opts.default_ttl);
+            if (st.updated_at == time_point{}) st.updated_at = now;
+            if (st.created_at == time_point{}) st.created_at = now;
+            if (!s_->watchers.empty()) s_->feed_watchers(st, wake);
+            if (!s_->waiters.empty() && is_terminal(st.state)) {
+                if (auto it = s_->waiters.find(st.id); it != s_->waiters.end()) {
+                    for (auto& w : it->second) wake.push_back(w);
+                    s_->waiters.erase(it);
+                }
+            }
+            auto [it, inserted] = s_->statuses.try_emplace(st.id);
+            auto& e = it->second;
+            if (!inserted) s_->by_state[std::size_t(e.status.state)]--;
+            s_->by_state[std::size_t(st.state)]++;
+            if (inserted || e.expires != expires) s_->expiry.push_back({expires, st.id});
+            e.expires = expires;
+            e.status = std::move(st);
+        }
+        for (auto& w : wake) w->notify();
+        co_return;
+    }
+
+    awaitable<std::optional<task_status>> get(std::string id) {
+        std::lock_guard lk(s_->mu);
+        co_return s_->lookup(id, clock::now());
+    }
+
+    awaitable<std::optional<task_status>> wait(std::string id, std::chrono::milliseconds timeout) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        std::shared_ptr<detail::waiter> w;
+        for (;;) {
+            {
+                std::lock_guard lk(s_->mu);
+                auto st = s_->lookup(id, clock::now());
+                if ((st && is_terminal(st->state)) || std::chrono::steady_clock::now() >= deadline) {
+                    if (w) s_->drop_waiter(id, w);
+                    co_return st;
+                }
+                if (!w) w = std::make_shared<detail::waiter>(co_await boost::asio::this_coro::executor);
+                auto& list = s_->waiters[id];
+                if (std::find(list.begin(), list.end(), w) == list.end()) list.push_back(w);
+            }
+            try {
+                co_await w->wait_until(deadline);
+            } catch (...) {
+                std::lock_guard lk(s_->mu);
+                s_->drop_waiter(id, w);
+                throw;
+            }
+        }
+    }
+
+    awaitable<status_watch> watch(std::string id) {
+        auto src = std::make_shared<watch_impl>(co_await boost::asio::this_coro::executor);
+        std::lock_guard lk(s_->mu);
+        src->owner = s_;
+        src->id = id;
+        s_->watchers[id].push_back(src);
+        co_return status_watch{src};
+    }
+
+    awaitable<std::vector<task_status>> list(status_filter f) {
+        std::lock_guard lk(s_->mu);
+        auto now = clock::now();
+        std::vector<const task_status*> hits;
+        for (auto& [id, e] : s_->statuses) {
+            if (e.expires <= now) continue;
+            if (f.state && e.status.state != *f.state) continue;
+            if (!f.name.empty() && e.status.name != f.name) continue;
+            hits.push_back(&e.status);
+        }
+        std::sort(hits.begin(), hits.end(), [](auto* a, auto* b) {
+            return std::tie(a->updated_at, a->id) < std::tie(b->updated_at, b->id);
+        });
+        std::vector<task_status> out;
+        for (std::size_t i = f.offset; i < hits.size() && out.size() < f.limit; ++i) out.push_back(*hits[i]);
+        co_return out;
+    }
+
+    awaitable<std::uint64_t> count(std::optional<task_state> state) {
+        std::lock_guard lk(s_->mu);
+        s_->sweep(clock::now(), true);
+        if (state) co_return s_->by_state[std::size_t(*state)];
+        co_return s_->statuses.size();
+    }
+
+    awaitable<void> init_group(group_descriptor g, std::optional<std::chrono::milliseconds> ttl) {
+        std::lock_guard lk(s_->mu);
+        auto now = clock::now();
+        auto& slot = s_->groups[g.id];
+        slot.record = group_record{g.id, std::move(g.task_ids), {}, false, std::move(g.meta), now};
+        slot.expires = now + ttl.value_or(s_->opts.default_ttl);
+        co_return;
+    }
+
+    awaitable<std::size_t> add_group_result(std::string group_id, task_status st) {
+        std::lock_guard lk(s_->mu);
+        auto* g = s_->group(group_id, clock::now());
+        if (!g) throw error(errc::not_found, fmt::format("group '{}' does not exist or has expired", group_id));
+        auto id = st.id;
+        g->record.results.insert_or_assign(std::move(id), std::move(st));
+        co_return g->record.results.size();
+    }
+
+    awaitable<std::optional<group_record>> get_group(std::string group_id) {
+        std::lock_guard lk(s_->mu);
+        auto* g = s_->group(group_id, clock::now());
+        if (!g) co_return std::nullopt;
+        co_return g->record;
+    }
+
+    awaitable<bool> claim_chord(std::string group_id) {
+        std::lock_guard lk(s_->mu);
+        auto* g = s_->group(group_id, clock::now());
+        if (!g || g->record.chord_claimed) co_return false;
+        g->record.chord_claimed = true;
+        co_return true;
+    }
+
+    awaitable<void> set_heartbeat(worker_heartbeat hb, std::chrono::milliseconds ttl) {
+        std::lock_guard lk(s_->mu);
+        auto expires = clock::now() + ttl;
+        auto id = hb.worker_id;
+        s_->heartbeats.insert_or_assign(std::move(id), std::pair{std::move(hb), expires});
+        co_return;
+    }
+
+    awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
+        std::lock_guard lk(s_->mu);
+        auto now = clock::now();
+        std::vector<worker_heartbeat> out;
+        std::erase_if(s_->heartbeats, [&](auto& kv) { return kv.second.second <= now; });
+        for (auto& [id, hb] : s_->heartbeats) out.push_back(hb.first);
+        co_return out;
+    }
+
+private:
+    struct state;
+    struct watch_impl final : detail::watch_source {
+        explicit watch_impl(boost::asio::any_io_executor ex) : w(std::make_shared<detail::waiter>(ex)) {}
+        ~watch_impl() override {
+            if (auto o = owner.lock()) {
+                std::lock_guard lk(o->mu);
+                if (auto it = o->watchers.find(id); it != o->watchers.end()) {
+                    std::erase_if(it->second, [](auto& wp) { return wp.expired(); });
+                    if (it->second.empty()) o->watchers.erase(it);
+                }
+            }
+        }
+        awaitable<std::optional<task_status>> next(std::chrono::milliseconds timeout) override {
+            auto deadline = std::chrono::steady_clock::now() + timeout;
+            for (;;) {
+                if (auto o = owner.lock()) {
+                    std::lock_guard lk(o->mu);
+                    if (!pending.empty()) {
+                        auto st = std::move(pending.front());
+                        pending.pop_front();
+                        co_return st;
+                    }
+                } else {
+                    co_return std::nullopt;
+                }
+                if (!co_await w->wait_until(deadline)) co_return std::nullopt;
+            }
+        }
+        std::weak_ptr<state> owner;
+        std::string id;
+        std::deque<task_status> pending;  // guarded by owner->mu
+        std::shared_ptr<detail::waiter> w;
+    };
+    struct entry {
+        task_status status;
+        time_point expires;
+    };
+    struct group_slot {
+        group_record record;
+        time_point expires;
+    };
+    struct expiry_ref {
+        time_point expires;
+        std::string id;
+    };
+    struct state {
+        explicit state(memory_backend_options o) : opts(o) {}
+        memory_backend_options opts;
+        std::mutex mu;
+        std::unordered_map<std::string, entry> statuses;
+        std::array<std::uint64_t, 6> by_state{};
+        std::deque<expiry_ref> expiry;  // in insertion order; each sweep looks at the oldest few
+        std::unordered_map<std::string, group_slot> groups;
+        std::map<std::string, std::pair<worker_heartbeat, time_point>> heartbeats;
+        std::unordered_map<std::string, std::vector<std::shared_ptr<detail::waiter>>> waiters;
+        std::unordered_map<std::string, std::vector<std::weak_ptr<watch_impl>>> watchers;
+
+        std::optional<task_status> lookup(const std::string& id, time_point now) {
+            auto it = statuses.find(id);
+            if (it == statuses.end()) return std::nullopt;
+            if (it->second.expires <= now) {
+                by_state[std::size_t(it->second.status.state)]--;
+                statuses.erase(it);
+                return std::nullopt;
+            }
+            return it->second.status;
+        }
+        group_slot* group(const std::string& id, time_point now) {
+            auto it = groups.find(id);
+            if (it == groups.end()) return nullptr;
+            if (it->second.expires <= now) {
+                groups.erase(it);
+                return nullptr;
+            }
+            return &it->second;
+        }
+        /// Drops expired statuses. References are kept in insertion order: one with a
+        /// later expiry blocks the sweep until `full`, which scans them all.
+        void sweep(time_point now, bool full = false) {
+            std::size_t budget = full ? expiry.size() : 8;
+            while (!expiry.empty() && budget-- > 0) {
+                auto& ref = expiry.front();
+                auto it = statuses.find(ref.id);
+                if (it == statuses.end() || it->second.expires != ref.expires) {
+                    expiry.pop_front();  // stale reference
+                    continue;
+                }
+                if (it->second.expires > now) {
+                    if (!full) break;
+                    expiry.push_back(std::move(ref));
+                    expiry.pop_front();
+                    continue;
+                }
+                by_state[std::size_t(it->second.status.state)]--;
+                statuses.erase(it);
+                expiry.pop_front();
+            }
+            if (full) std::erase_if(groups, [&](auto& kv) { return kv.second.expires <= now; });
+        }
+        void feed_watchers(const task_status& st, std::vector<std::shared_ptr<detail::waiter>>& wake) {
+            auto it = watchers.find(st.id);
+            if (it == watchers.end()) return;
+            for (auto& wp : it->second) {
+                if (auto w = wp.lock()) {
+                    w->pending.push_back(st);
+                    wake.push_back(w->w);
+                }
+            }
+        }
+        void drop_waiter(const std::string& id, const std::shared_ptr<detail::waiter>& w) {
+            auto it = waiters.find(id);
+            if (it == waiters.end()) return;
+            std::erase(it->second, w);
+            if (it->second.empty()) waiters.erase(it);
+        }
+    };
+    std::shared_ptr<state> s_;
+};
+
+static_assert(result_backend<memory_backend>);
+
+}  // namespace stem

@@ -1,0 +1,115 @@
+// stem/core: vocabulary shared by every room, with no I/O.
+// task_status.hpp — what a result backend records about one task.
+#pragma once
+
+#include <stem/core/clock.hpp>
+#include <stem/core/task_state.hpp>
+#include <stem/detail/json_fields.hpp>
+#include <stem/detail/text.hpp>
+
+#include <optional>
+#include <string>
+
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+namespace stem {
+
+/// Why a task failed (or was retried).
+struct task_error {
+    std::string type;              ///< e.g. "std::runtime_error", "timeout", "expired"
+    std::string message;
+    boost::json::object context;   ///< free-form detail (traceback, field path...)
+    bool retryable = false;
+    friend bool operator==(const task_error&, const task_error&) = default;
+};
+
+/// A task's state as last recorded.
+struct task_status {
+    std::string id;
+    std::string name;
+    task_state state = task_state::queued;
+    std::optional<std::string> result;  ///< encoded by `result_encoder` (may be binary)
+    std::string result_encoder = "json";
+    std::optional<task_error> error;
+    int attempt = 0;
+    double progress = 0;                ///< 0..100
+    boost::json::object progress_data;
+    boost::json::object meta;
+    std::string queue;
+    std::string worker_id;
+    std::string group_id;
+    time_point created_at{};
+    time_point updated_at{};
+    std::optional<time_point> started_at;
+    std::optional<time_point> finished_at;
+    friend bool operator==(const task_status&, const task_status&) = default;
+};
+
+inline boost::json::object to_json(const task_error& e) {
+    return {{"type", e.type}, {"message", e.message}, {"context", e.context}, {"retryable", e.retryable}};
+}
+
+inline boost::json::object to_json(const task_status& s) {
+    boost::json::object o;
+    o["id"] = s.id;
+    o["name"] = s.name;
+    o["state"] = to_string(s.state);
+    if (s.result) {
+        if (detail::is_json_safe_utf8(*s.result)) o["result"] = *s.result;
+        else o["result_base64"] = detail::base64_encode(*s.result);
+    }
+    o["result_encoder"] = s.result_encoder;
+    if (s.error) o["error"] = to_json(*s.error);
+    o["attempt"] = s.attempt;
+    o["progress"] = s.progress;
+    if (!s.progress_data.empty()) o["progress_data"] = s.progress_data;
+    if (!s.meta.empty()) o["meta"] = s.meta;
+    if (!s.queue.empty()) o["queue"] = s.queue;
+    if (!s.worker_id.empty()) o["worker_id"] = s.worker_id;
+    if (!s.group_id.empty()) o["group_id"] = s.group_id;
+    o["created_at"] = format_time(s.created_at);
+    o["updated_at"] = format_time(s.updated_at);
+    if (s.started_at) o["started_at"] = format_time(*s.started_at);
+    if (s.finished_at) o["finished_at"] = format_time(*s.finished_at);
+    return o;
+}
+
+inline task_status task_status_from_json(const boost::json::value& v) {
+    if (!v.is_object()) throw error(errc::decode_failed, "task_status: expected a JSON object");
+    detail::field_reader r(v.get_object(), "task_status", errc::decode_failed);
+    task_status s;
+    s.id = r.string("id");
+    s.name = r.string_or("name", "");
+    auto st = task_state_from_string(r.string("state"));
+    if (!st) r.fail("state", "unknown state name");
+    s.state = *st;
+    if (r.find("result")) s.result = r.string("result");
+    else if (r.find("result_base64")) {
+        s.result = detail::base64_decode(r.string("result_base64"));
+        if (!s.result) r.fail("result_base64", "not valid base64");
+    }
+    s.result_encoder = r.string_or("result_encoder", "json");
+    if (auto* ev = r.find("error")) {
+        if (!ev->is_object()) r.fail("error", "expected object");
+        detail::field_reader er(ev->get_object(), "task_status.error", errc::decode_failed);
+        s.error = task_error{er.string_or("type", ""), er.string_or("message", ""), er.object_or_empty("context"),
+                             er.boolean_or("retryable", false)};
+    }
+    s.attempt = static_cast<int>(r.integer_or("attempt", 0));
+    s.progress = r.number_or("progress", 0);
+    s.progress_data = r.object_or_empty("progress_data");
+    s.meta = r.object_or_empty("meta");
+    s.queue = r.string_or("queue", "");
+    s.worker_id = r.string_or("worker_id", "");
+    s.group_id = r.string_or("group_id", "");
+    s.created_at = r.time("created_at").value_or(time_point{});
+    s.updated_at = r.time("updated_at").value_or(time_point{});
+    s.started_at = r.time("started_at");
+    s.finished_at = r.time("finished_at");
+    return s;
+}
+
+}  // namespace stem

@@ -1,0 +1,71 @@
+// stem/detail: internals, never included by users directly.
+// waiter.hpp — one coroutine waiting for a wake-up from any thread, with a deadline.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+namespace stem::detail {
+
+/// A wake-up for one coroutine. `notify` may be called from any thread: it
+/// posts to the waiter's executor, so the waiting coroutine must run on a
+/// single-threaded executor or a strand (as every stem component does).
+class waiter : public std::enable_shared_from_this<waiter> {
+public:
+    explicit waiter(boost::asio::any_io_executor ex) : timer_(std::move(ex)) {}
+
+    static boost::asio::awaitable<std::shared_ptr<waiter>> make() {
+        co_return std::make_shared<waiter>(co_await boost::asio::this_coro::executor);
+    }
+
+    /// Wakes the waiter (now, or as soon as it starts waiting).
+    void notify() {
+        boost::asio::post(timer_.get_executor(), [self = shared_from_this()] {
+            self->fired_ = true;
+            self->timer_.cancel();
+        });
+    }
+
+    /// Waits until notified (true) or `deadline` (false). Cancellation of the
+    /// calling coroutine throws operation_aborted.
+    boost::asio::awaitable<bool> wait_until(std::chrono::steady_clock::time_point deadline) {
+        if (fired_) co_return consume();
+        timer_.expires_at(deadline);
+        boost::system::error_code ec;
+        co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+        if (fired_) co_return consume();
+        if (ec == boost::asio::error::operation_aborted)
+            throw boost::system::system_error(ec, "stem: wait cancelled");
+        co_return false;
+    }
+
+    /// Re-arms after a wake-up so the same waiter can wait again.
+    void reset() noexcept { fired_ = false; }
+
+private:
+    bool consume() noexcept {
+        fired_ = false;
+        return true;
+    }
+    boost::asio::steady_timer timer_;
+    bool fired_ = false;
+};
+
+/// Converts a wall-clock deadline to the steady clock for timers.
+template <class WallTimePoint>
+std::chrono::steady_clock::time_point steady_deadline(WallTimePoint wall) {
+    auto now_wall = WallTimePoint::clock::now();
+    auto left = wall - now_wall;
+    if (left < decltype(left)::zero()) left = decltype(left)::zero();
+    return std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+}
+
+}  // namespace stem::detail

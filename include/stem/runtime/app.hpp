@@ -1,0 +1,122 @@
+// stem/runtime: producer, worker, task context, retries, lifecycle.
+// app.hpp — producer + worker + registry + signals for one process (the usual entry point).
+#pragma once
+
+#include <stem/runtime/producer.hpp>
+#include <stem/runtime/registry.hpp>
+#include <stem/runtime/worker.hpp>
+
+#include <memory>
+#include <utility>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+namespace stem {
+
+/// Settings of an app.
+struct app_options {
+    worker_options worker{};
+    bool signals_from_env = true;  ///< apply STEM_SIGNALS_ENABLED / STEM_SIGNALS_DISABLED
+};
+
+/// One process's stem: a broker, a result backend, the task handlers, a producer
+/// and a worker on one executor.
+///
+///     stem::app app{io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{send_email{smtp}}};
+///     app.start();
+///     auto h = co_await app.enqueue<send_email>({.to = "a@b.c"});
+template <broker Broker, result_backend Backend, std::derived_from<task_registry> Tasks>
+class app {
+public:
+    app(boost::asio::any_io_executor ex, Broker b, Backend r, Tasks t, app_options o = {})
+        : ex_(std::move(ex)), broker_(std::move(b)), backend_(std::move(r)), tasks_(std::move(t)) {
+        if (o.signals_from_env) signals_.configure_from_env();
+        producer_ = std::make_unique<producer<Broker, Backend>>(broker_, backend_, signals_, encoders_);
+        worker_opts_ = std::move(o.worker);
+    }
+    app(boost::asio::io_context& io, Broker b, Backend r, Tasks t, app_options o = {})
+        : app(io.get_executor(), std::move(b), std::move(r), std::move(t), std::move(o)) {}
+    app(const app&) = delete;
+    app& operator=(const app&) = delete;
+
+    template <task_type T>
+    awaitable<task_handle<typename T::result_type>> enqueue(typename T::args_type args, enqueue_options o = {}) {
+        return producer_->template enqueue<T>(std::move(args), std::move(o));
+    }
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, const boost::json::value& args,
+                                                       enqueue_options o = {}, const task_options& defaults = {}) {
+        return producer_->enqueue(name, args, std::move(o), defaults);
+    }
+    template <task_type T>
+    awaitable<std::vector<task_handle<typename T::result_type>>> enqueue_batch(std::vector<typename T::args_type> args,
+                                                                              enqueue_options o = {}) {
+        return producer_->template enqueue_batch<T>(std::move(args), std::move(o));
+    }
+    awaitable<std::vector<task_handle<boost::json::value>>> enqueue_batch(std::vector<task_call> calls) {
+        return producer_->enqueue_batch(std::move(calls));
+    }
+
+    /// Starts the worker on the app's executor; `stopped()` completes when it has shut down.
+    void start() {
+        if (worker_) throw error(errc::invalid_argument, "app::start: the worker is already started");
+        worker_ = std::make_unique<worker<Broker, Backend>>(broker_, backend_, tasks_, signals_, encoders_, worker_opts_);
+        done_ = std::make_shared<detail::waiter>(ex_);
+        boost::asio::co_spawn(ex_, worker_->run(), [this, done = done_](std::exception_ptr ep) {
+            worker_error_ = ep;
+            finished_ = true;
+            done->notify();
+        });
+    }
+    /// Asks the worker to stop (from any thread).
+    void request_shutdown(shutdown_mode m = shutdown_mode::warm) {
+        if (worker_) worker_->shutdown(m);
+    }
+    /// Asks the worker to stop and waits until it has; rethrows what ended it abnormally.
+    awaitable<void> shutdown(shutdown_mode m = shutdown_mode::warm) {
+        request_shutdown(m);
+        co_await stopped();
+    }
+    /// Waits until the worker has stopped.
+    awaitable<void> stopped() {
+        if (!worker_) co_return;
+        while (!finished_) co_await done_->wait_until(std::chrono::steady_clock::time_point::max());
+        if (worker_error_) std::rethrow_exception(worker_error_);
+    }
+
+    producer<Broker, Backend>& client() noexcept { return *producer_; }
+    /// The worker (after start()).
+    worker<Broker, Backend>& get_worker() { return *worker_; }
+    worker_options& worker_settings() noexcept { return worker_opts_; }
+    Broker& get_broker() noexcept { return broker_; }
+    Backend& get_backend() noexcept { return backend_; }
+    Tasks& get_tasks() noexcept { return tasks_; }
+    stem::signals& signals() noexcept { return signals_; }
+    payload_encoder_registry& encoders() noexcept { return encoders_; }
+    boost::asio::any_io_executor get_executor() const noexcept { return ex_; }
+
+private:
+    boost::asio::any_io_executor ex_;
+    Broker broker_;
+    Backend backend_;
+    Tasks tasks_;
+    stem::signals signals_;
+    payload_encoder_registry encoders_;
+    std::unique_ptr<producer<Broker, Backend>> producer_;
+    worker_options worker_opts_;
+    std::unique_ptr<worker<Broker, Backend>> worker_;
+    std::shared_ptr<detail::waiter> done_;
+    std::exception_ptr worker_error_;
+    bool finished_ = false;
+};
+
+template <class Ex, broker B, result_backend R, class T>
+app(Ex&, B, R, T) -> app<B, R, T>;
+template <class Ex, broker B, result_backend R, class T>
+app(Ex&, B, R, T, app_options) -> app<B, R, T>;
+template <class Ex, broker B, result_backend R, class T>
+app(Ex, B, R, T) -> app<B, R, T>;
+template <class Ex, broker B, result_backend R, class T>
+app(Ex, B, R, T, app_options) -> app<B, R, T>;
+
+}  // namespace stem

@@ -1,0 +1,648 @@
+// stem/runtime: producer, worker, task context, retries, lifecycle.
+// worker.hpp — consumes deliveries and runs handlers: concurrency, prefetch, retries,
+// time limits, dead letters, heartbeats, warm/soft/hard shutdown.
+#pragma once
+
+#include <stem/contracts/broker.hpp>
+#include <stem/contracts/result_backend.hpp>
+#include <stem/contracts/retry_strategy.hpp>
+#include <stem/observe/signals.hpp>
+#include <stem/runtime/registry.hpp>
+#include <stem/runtime/retry.hpp>
+#include <stem/runtime/task_context.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <deque>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+namespace stem {
+
+/// How a worker stops. warm: take no new work, finish what runs. soft: ask running
+/// tasks to stop at their next checkpoint (they are requeued), and go hard after
+/// `soft_shutdown_timeout`. hard: requeue running deliveries now and cancel their handlers.
+enum class shutdown_mode { warm, soft, hard };
+
+constexpr std::string_view to_string(shutdown_mode m) noexcept {
+    return m == shutdown_mode::warm ? "warm" : m == shutdown_mode::soft ? "soft" : "hard";
+}
+
+/// Worker settings (environment names in brackets are read by worker_options::from_env).
+struct worker_options {
+    std::string id{};                                   ///< empty: "<host>-<pid>-<random>"
+    std::string namespace_ = "stem";                    ///< [STEM_WORKER_NAMESPACE]
+    std::vector<std::string> queues{"default"};         ///< [STEM_WORKER_QUEUES]
+    std::vector<std::string> broadcasts{};              ///< [STEM_WORKER_BROADCASTS]
+    std::size_t concurrency = 0;                        ///< tasks at once; 0: max(4, cores)
+    std::size_t prefetch_multiplier = 4;                ///< deliveries held = concurrency * this [STEM_PREFETCH_MULTIPLIER]
+    std::size_t pool_threads = 0;                       ///< threads for pool tasks; 0: cores
+    std::chrono::milliseconds poll_wait{1000};          ///< longest single wait on the broker
+    std::chrono::milliseconds default_visibility_timeout{30'000};
+    std::chrono::milliseconds heartbeat_interval{10'000};
+    std::optional<std::chrono::milliseconds> result_ttl{};  ///< nullopt: the backend's default
+    bool track_started = true;                          ///< record `running` before the handler
+    bool install_signal_handlers = true;                ///< SIGTERM→warm, SIGINT→soft, SIGQUIT→hard
+    std::chrono::milliseconds soft_shutdown_timeout{30'000};
+    any_retry_strategy retry_strategy = exponential_jitter_retry{};
+};
+
+/// Counters a worker keeps.
+struct worker_stats {
+    std::uint64_t processed = 0, succeeded = 0, failed = 0, retried = 0, expired = 0, requeued = 0;
+    std::size_t active = 0, buffered = 0;
+};
+
+/// Runs the handlers of `Registry` on deliveries from `Broker`, recording outcomes in `Backend`.
+/// Runs on one executor: an io_context run by one thread, or a strand.
+template <broker Broker, result_backend Backend>
+class worker : private detail::task_services {
+public:
+    worker(Broker& b, Backend& r, const task_registry& reg, signals& sig, const payload_encoder_registry& enc,
+           worker_options o = {})
+        : broker_(b), backend_(r), registry_(reg), signals_(sig), encoders_(enc), opts_(std::move(o)),
+          results_(std::make_shared<detail::backend_results<Backend>>(r, enc)) {
+        if (opts_.concurrency == 0) opts_.concurrency = std::max<std::size_t>(4, std::thread::hardware_concurrency());
+        if (opts_.prefetch_multiplier == 0) opts_.prefetch_multiplier = 1;
+        if (opts_.queues.empty() && opts_.broadcasts.empty())
+            throw error(errc::invalid_argument, "a worker needs at least one queue or broadcast channel");
+        if (!opts_.retry_strategy) opts_.retry_strategy = exponential_jitter_retry{};
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        info_.host = host;
+        info_.pid = static_cast<long>(::getpid());
+        info_.id = opts_.id.empty() ? fmt::format("{}-{}-{}", info_.host, info_.pid, make_task_id().substr(24, 6)) : opts_.id;
+        info_.namespace_ = opts_.namespace_;
+        info_.queues = opts_.queues;
+        info_.broadcasts = opts_.broadcasts;
+        info_.concurrency = opts_.concurrency;
+        sub_.queues = opts_.queues;
+        sub_.broadcasts = opts_.broadcasts;
+        sub_.consumer = info_.id;
+    }
+    worker(const worker&) = delete;
+    worker& operator=(const worker&) = delete;
+    ~worker() override { if (pool_) pool_->join(); }
+
+    const worker_info& info() const noexcept { return info_; }
+    const worker_options& options() const noexcept { return opts_; }
+    worker_stats stats() const noexcept {
+        auto s = stats_;
+        s.active = active_.size();
+        s.buffered = buffer_.size();
+        return s;
+    }
+    bool running() const noexcept { return running_; }
+
+    /// Consumes and runs tasks until a shutdown completes. Call once, on the worker's executor.
+    awaitable<void> run() {
+        if (running_) throw error(errc::invalid_argument, "worker::run is already running");
+        running_ = true;
+        stopping_ = false;
+        exec_ = co_await boost::asio::this_coro::executor;
+        room_ = std::make_shared<detail::waiter>(exec_);
+        idle_ = std::make_shared<detail::waiter>(exec_);
+        slots_ = std::vector<boost::asio::cancellation_signal>(opts_.concurrency);
+        free_slots_.clear();
+        for (std::size_t i = opts_.concurrency; i-- > 0;) free_slots_.push_back(i);
+        started_at_ = clock::now();
+        signals_.worker_init.emit({info_});
+        if (registry_.uses_pool()) start_pool();
+        if (opts_.install_signal_handlers) spawn_child(watch_os_signals());
+        spawn_child(heartbeat_loop());
+        signals_.worker_ready.emit({info_});
+        if (pending_shutdown_) begin_shutdown(*std::exchange(pending_shutdown_, std::nullopt));
+        try {
+            co_await fetch_loop();
+        } catch (...) {
+            finish_ = std::current_exception();
+        }
+        begin_shutdown(mode_);
+        // Deliveries fetched but not started go back to the broker.
+        while (!buffer_.empty()) {
+            auto d = std::move(buffer_.front());
+            buffer_.pop_front();
+            co_await requeue(d);
+        }
+        while (!active_.empty() || children_ > 0 || running_slots_ > 0)
+            co_await idle_->wait_until(std::chrono::steady_clock::time_point::max());
+        if (pool_) {
+            for (std::size_t i = 0; i < pool_size_; ++i) signals_.worker_child_shutdown.emit({info_, {}, i});
+            pool_->join();
+            pool_.reset();
+        }
+        signals_.worker_shutdown.emit({info_, to_string(mode_)});
+        running_ = false;
+        if (auto f = std::exchange(finish_, nullptr)) std::rethrow_exception(f);
+    }
+
+    /// Requests a shutdown; safe from any thread. A stronger mode overrides a weaker one.
+    /// Before run() starts, the request is kept and applied as soon as it does.
+    void shutdown(shutdown_mode m) {
+        if (!exec_) {
+            pending_shutdown_ = m;
+            return;
+        }
+        boost::asio::post(exec_, [this, m] { begin_shutdown(m); });
+    }
+
+private:
+    struct active_task {
+        delivery* d;
+        std::shared_ptr<detail::run_flags> flags;
+        boost::asio::cancellation_signal* cancel;  // the slot's, for inline handlers
+        bool abandoned = false;
+    };
+
+    // ------------------------------------------------------------ loops
+    awaitable<void> fetch_loop() {
+        const std::size_t limit = opts_.concurrency * opts_.prefetch_multiplier;
+        auto backoff = std::chrono::milliseconds{100};
+        while (!stopping_) {
+            std::size_t held = buffer_.size() + active_.size();
+            if (held >= limit || (buffer_.size() >= opts_.concurrency && active_.size() >= opts_.concurrency)) {
+                fetch_waiting_ = true;
+                co_await room_->wait_until(std::chrono::steady_clock::time_point::max());
+                fetch_waiting_ = false;
+                continue;
+            }
+            std::vector<delivery> batch;
+            std::string consume_error;
+            try {
+                fetch_cancel_ = std::make_unique<boost::asio::cancellation_signal>();
+                batch = co_await boost::asio::co_spawn(
+                    exec_, broker_.consume(sub_, limit - held, opts_.poll_wait),
+                    boost::asio::bind_cancellation_slot(fetch_cancel_->slot(), boost::asio::use_awaitable));
+                backoff = std::chrono::milliseconds{100};
+            } catch (const std::exception& e) {
+                consume_error = e.what();
+            }
+            if (stopping_) break;
+            if (!consume_error.empty()) {
+                // The broker is unreachable or failed: keep the loop alive with a capped backoff.
+                log_error(fmt::format("consume failed: {}; retrying in {}ms", consume_error, backoff.count()));
+                co_await pause(backoff);
+                backoff = std::min(backoff * 2, std::chrono::milliseconds{5000});
+                continue;
+            }
+            for (auto& d : batch) buffer_.push_back(std::move(d));
+            if (stopping_) break;
+            start_slots();
+        }
+    }
+
+    void start_slots() {
+        while (!buffer_.empty() && !free_slots_.empty() && !stopping_) {
+            auto i = free_slots_.back();
+            free_slots_.pop_back();
+            ++running_slots_;
+            boost::asio::co_spawn(exec_, slot_runner(&slots_[i]),
+                                  boost::asio::bind_cancellation_slot(slots_[i].slot(), [this, i](std::exception_ptr) {
+                                      free_slots_.push_back(i);
+                                      --running_slots_;
+                                      if (fetch_waiting_) room_->notify();
+                                      if (stopping_) idle_->notify();
+                                  }));
+        }
+    }
+
+    awaitable<void> slot_runner(boost::asio::cancellation_signal* cancel) {
+        try {
+            while (!buffer_.empty() && !stopping_) {
+                delivery d = std::move(buffer_.front());
+                buffer_.pop_front();
+                co_await process(d, cancel);
+                if (fetch_waiting_ && buffer_.size() <= opts_.concurrency) room_->notify();
+            }
+        } catch (const std::exception& e) {
+            if (!stopping_) log_error(fmt::format("slot stopped: {}", e.what()));
+        }
+    }
+
+    awaitable<void> heartbeat_loop() {
+        boost::asio::steady_timer t(exec_);
+        while (!stopping_) {
+            try {
+                worker_heartbeat hb;
+                hb.worker_id = info_.id;
+                hb.namespace_ = info_.namespace_;
+                hb.host = info_.host;
+                hb.pid = info_.pid;
+                hb.queues = info_.queues;
+                hb.inflight = active_.size();
+                hb.processed = stats_.processed;
+                hb.concurrency = opts_.concurrency;
+                hb.started_at = started_at_;
+                hb.sent_at = clock::now();
+                co_await backend_.set_heartbeat(std::move(hb), opts_.heartbeat_interval * 3);
+                signals_.worker_heartbeat.emit({info_, {}, 0, active_.size(), stats_.processed});
+            } catch (const std::exception& e) {
+                if (stopping_) break;
+                log_error(fmt::format("heartbeat failed: {}", e.what()));
+            }
+            heartbeat_timer_ = &t;
+            t.expires_after(opts_.heartbeat_interval);
+            boost::system::error_code ec;
+            co_await t.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+            heartbeat_timer_ = nullptr;
+        }
+    }
+
+    awaitable<void> watch_os_signals() {
+        boost::asio::signal_set set(exec_, SIGTERM, SIGINT);
+#ifdef SIGQUIT
+        set.add(SIGQUIT);
+#endif
+        os_signals_ = &set;
+        while (!stopping_) {
+            boost::system::error_code ec;
+            int sig = co_await set.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+            if (ec) break;
+            if (sig == SIGTERM) begin_shutdown(shutdown_mode::warm);
+            else if (sig == SIGINT) begin_shutdown(shutdown_mode::soft);
+            else begin_shutdown(shutdown_mode::hard);
+        }
+        os_signals_ = nullptr;
+    }
+
+    // ------------------------------------------------------------ one task
+    awaitable<void> process(delivery& d, boost::asio::cancellation_signal* slot_cancel) {
+        auto& env = d.env;
+        ++stats_.processed;
+        signals_.task_received.emit({env, info_});
+        auto now = clock::now();
+
+        if (env.expires && *env.expires < now) {
+            ++stats_.expired;
+            task_error err{"expired", fmt::format("task expired at {} before it started", format_time(*env.expires)), {}, false};
+            auto st = make_status(env, task_state::cancelled);
+            st.error = err;
+            st.finished_at = now;
+            co_await backend_.set(st, opts_.result_ttl);
+            signals_.task_revoked.emit({env, info_, nullptr, &st, &err, {}, "expired"});
+            co_await broker_.ack(d);
+            co_return;
+        }
+
+        const task_entry* entry = registry_.find(env.name);
+        if (!entry) {
+            co_await fail(d, nullptr, {"unknown_task", fmt::format("no handler is registered for task '{}' on worker {}", env.name, info_.id), {}, false},
+                          "unknown-task", nullptr);
+            co_return;
+        }
+        bool early_ack = !entry->options.acks_late;
+        if (early_ack) co_await broker_.ack(d);
+
+        auto flags = std::make_shared<detail::run_flags>();
+        active_.push_back({&d, flags, slot_cancel});
+        auto me = std::prev(active_.end());
+        struct unregister {
+            worker* w;
+            typename std::list<active_task>::iterator it;
+            ~unregister() { w->active_.erase(it); }
+        } guard{this, me};
+
+        auto started = clock::now();
+        if (opts_.track_started) {
+            auto st = make_status(env, task_state::running);
+            st.started_at = started;
+            co_await backend_.set(std::move(st), opts_.result_ttl);
+        }
+        bool on_pool = entry->options.execution == execution_mode::pool && pool_;
+        task_context ctx(d, *this, flags, on_pool);
+        signals_.task_prerun.emit({env, info_, &ctx});
+
+        std::optional<std::string> result;
+        std::exception_ptr failure;
+        try {
+            auto args = encoders_.decode(env.args_encoder, env.args);
+            result = co_await run_handler(*entry, ctx, args, *flags, *me, on_pool);
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        if (me->abandoned) {  // hard shutdown requeued it already
+            co_await boost::asio::this_coro::reset_cancellation_state();
+            co_return;
+        }
+        co_await boost::asio::this_coro::reset_cancellation_state();
+
+        if (result) {
+            auto st = make_status(env, task_state::succeeded);
+            st.meta = ctx.meta();
+            st.started_at = started;
+            st.finished_at = clock::now();
+            st.progress = 100;
+            std::string encode_error;
+            try {
+                st.result = encoders_.encode(env.result_encoder, std::move(*result));
+            } catch (const std::exception& e) {
+                encode_error = e.what();
+            }
+            if (!encode_error.empty()) {
+                co_await fail(d, &ctx, {"encode_failed", encode_error, {}, false}, "encode-error", &started, early_ack);
+                co_return;
+            }
+            co_await backend_.set(st, opts_.result_ttl);
+            ++stats_.succeeded;
+            signals_.task_succeeded.emit({env, info_, &ctx, &st});
+            if (!early_ack && !co_await broker_.ack(d))
+                log_error(fmt::format("task {}: lease lost before ack; another worker may run it again", env.id));
+            signals_.task_postrun.emit({env, info_, &ctx, &st});
+            co_return;
+        }
+        co_await handle_failure(d, ctx, failure, *flags, started, early_ack);
+    }
+
+    awaitable<std::string> run_handler(const task_entry& entry, task_context& ctx, const std::string& args,
+                                       detail::run_flags& flags, active_task& me, bool on_pool) {
+        const auto& o = entry.options;
+        if (!on_pool && o.soft_time_limit.count() == 0 && o.hard_time_limit.count() == 0)
+            co_return co_await entry.invoke(ctx, args);
+
+        // Limit timers run beside the handler; `done` keeps a late expiry from acting.
+        struct limits {
+            explicit limits(boost::asio::any_io_executor ex) : soft(ex), hard(ex) {}
+            boost::asio::steady_timer soft, hard;
+            bool done = false;
+        };
+        auto lim = std::make_shared<limits>(exec_);
+        auto flags_ptr = me.flags;
+        if (o.soft_time_limit.count() > 0) {
+            lim->soft.expires_after(o.soft_time_limit);
+            lim->soft.async_wait([this, lim, flags_ptr, &ctx](boost::system::error_code ec) {
+                if (ec || lim->done) return;
+                flags_ptr->soft_limit = true;
+                signals_.task_soft_time_limit.emit({ctx.request(), info_, &ctx});
+            });
+        }
+        boost::asio::cancellation_signal* cancel = on_pool ? nullptr : me.cancel;
+        if (o.hard_time_limit.count() > 0) {
+            lim->hard.expires_after(o.hard_time_limit);
+            lim->hard.async_wait([lim, flags_ptr, cancel](boost::system::error_code ec) {
+                if (ec || lim->done) return;
+                flags_ptr->hard_limit = true;
+                if (cancel) cancel->emit(boost::asio::cancellation_type::terminal);
+            });
+        }
+        struct stop_timers {
+            std::shared_ptr<limits> l;
+            ~stop_timers() {
+                l->done = true;
+                l->soft.cancel();
+                l->hard.cancel();
+            }
+        } stopper{lim};
+        try {
+            if (on_pool)
+                co_return co_await boost::asio::co_spawn(pool_->get_executor(), entry.invoke(ctx, args), boost::asio::use_awaitable);
+            co_return co_await entry.invoke(ctx, args);
+        } catch (...) {
+            if (flags.hard_limit) throw time_limit_exceeded(fmt::format("task {} passed its hard time limit of {}ms", ctx.id(), o.hard_time_limit.count()));
+            throw;
+        }
+    }
+
+    awaitable<void> handle_failure(delivery& d, task_context& ctx, std::exception_ptr failure, detail::run_flags& flags,
+                                   time_point started, bool early_ack) {
+        auto& env = d.env;
+        task_error err;
+        bool retryable = true;
+        bool requested = false;
+        std::optional<std::chrono::milliseconds> countdown;
+        std::optional<retry_policy> policy = env.retry;
+        try {
+            std::rethrow_exception(failure);
+        } catch (const retry_request& r) {
+            err = {"retry_requested", r.reason, {}, true};
+            requested = true;
+            countdown = r.countdown;
+            if (r.policy) policy = r.policy;
+        } catch (const task_cancelled& e) {
+            err = {"cancelled", e.what(), {}, true};
+        } catch (const time_limit_exceeded& e) {
+            err = {"time_limit_exceeded", e.what(), {}, true};
+        } catch (const task_failure& e) {
+            err = {e.type(), e.what(), {}, false};
+            retryable = false;
+        } catch (const error& e) {
+            err = {e.condition() == errc::decode_failed ? "decode_failed" : "stem::error", e.what(), {}, e.condition() != errc::decode_failed && e.condition() != errc::unknown_encoder};
+            retryable = err.retryable;
+        } catch (const std::exception& e) {
+            err = {"std::exception", e.what(), {}, true};
+        } catch (...) {
+            err = {"unknown", "a non-standard exception was thrown", {}, true};
+        }
+        if (flags.cancel && !requested && err.type != "time_limit_exceeded") {
+            // Asked to stop by a shutdown (task_cancelled, or an aborted wait): the task goes
+            // back to the broker for another worker, and its status says so.
+            co_await requeue(d);
+            auto st = make_status(env, task_state::queued);
+            st.meta = ctx.meta();
+            st.error = task_error{"cancelled", err.message, {}, true};
+            co_await backend_.set(std::move(st), opts_.result_ttl);
+            co_return;
+        }
+        err.retryable = retryable;
+        if (retryable && env.attempt < env.max_retries) {
+            retry_info info{env, err};
+            auto delay = countdown ? *countdown : policy ? policy_delay(*policy, env.attempt) : opts_.retry_strategy(info);
+            envelope next = env;
+            next.attempt = env.attempt + 1;
+            next.not_before = clock::now() + delay;
+            next.meta = ctx.meta();
+            bool ok = true;
+            if (early_ack) co_await broker_.publish(next);
+            else ok = co_await broker_.retry(d, next);
+            if (!ok) {
+                log_error(fmt::format("task {}: lease lost before retry; the broker will deliver it again", env.id));
+                co_return;
+            }
+            auto st = make_status(env, task_state::retried);
+            st.meta = ctx.meta();
+            st.error = err;
+            st.started_at = started;
+            co_await backend_.set(st, opts_.result_ttl);
+            ++stats_.retried;
+            signals_.task_retry.emit({env, info_, &ctx, &st, &err, next.not_before});
+            signals_.task_postrun.emit({env, info_, &ctx, &st, &err});
+            co_return;
+        }
+        std::string_view kind = !retryable ? (err.type == "decode_failed" ? "decode-error" : "non-retryable")
+                                           : "max-retries-exceeded";
+        co_await fail(d, &ctx, std::move(err), kind, &started, early_ack);
+    }
+
+    /// Final failure: dead-letter with the reason, record `failed`, signal.
+    awaitable<void> fail(delivery& d, task_context* ctx, task_error err, std::string_view kind, const time_point* started,
+                         bool early_ack = false) {
+        auto& env = d.env;
+        auto reason = fmt::format("{}: {}: {}", kind, err.type, err.message);
+        err.context["dead_letter_reason"] = reason;
+        err.context["attempts"] = env.attempt + 1;
+        auto st = make_status(env, task_state::failed);
+        if (ctx) st.meta = ctx->meta();
+        st.error = err;
+        if (started) st.started_at = *started;
+        st.finished_at = clock::now();
+        co_await backend_.set(st, opts_.result_ttl);
+        if (!early_ack && !co_await broker_.dead_letter(d, reason))
+            log_error(fmt::format("task {}: lease lost before dead-lettering; the broker will deliver it again", env.id));
+        ++stats_.failed;
+        signals_.task_failed.emit({env, info_, ctx, &st, &err, {}, reason});
+        if (ctx) signals_.task_postrun.emit({env, info_, ctx, &st, &err});
+    }
+
+    awaitable<void> requeue(const delivery& d) {
+        try {
+            if (co_await broker_.nack(d, true)) ++stats_.requeued;
+        } catch (const std::exception& e) {
+            log_error(fmt::format("task {}: requeue failed ({}); it returns after its lease", d.env.id, e.what()));
+        }
+    }
+
+    task_status make_status(const envelope& env, task_state s) const {
+        task_status st;
+        st.id = env.id;
+        st.name = env.name;
+        st.state = s;
+        st.attempt = env.attempt;
+        st.meta = env.meta;
+        st.queue = env.queue;
+        st.worker_id = info_.id;
+        st.group_id = env.group_id;
+        st.result_encoder = env.result_encoder;
+        st.created_at = env.enqueued_at;
+        st.updated_at = clock::now();
+        return st;
+    }
+
+    // ------------------------------------------------------------ shutdown
+    void begin_shutdown(shutdown_mode m) {
+        if (!running_) return;
+        if (stopping_ && m <= mode_) return;
+        bool first = !stopping_;
+        stopping_ = true;
+        mode_ = std::max(mode_, m);
+        if (first) signals_.worker_stopping.emit({info_, to_string(m)});
+        if (fetch_cancel_) fetch_cancel_->emit(boost::asio::cancellation_type::terminal);
+        room_->notify();
+        if (heartbeat_timer_) heartbeat_timer_->cancel();
+        if (os_signals_) os_signals_->cancel();
+        if (m == shutdown_mode::soft) {
+            for (auto& a : active_) a.flags->cancel = true;
+            auto t = std::make_shared<boost::asio::steady_timer>(exec_, opts_.soft_shutdown_timeout);
+            t->async_wait([this, t](boost::system::error_code ec) {
+                if (!ec && running_ && !active_.empty()) begin_shutdown(shutdown_mode::hard);
+            });
+        } else if (m == shutdown_mode::hard) {
+            for (auto& a : active_) {
+                if (a.abandoned) continue;
+                a.abandoned = true;
+                a.flags->cancel = true;
+                spawn_child(requeue_copy(*a.d));
+                if (a.cancel) a.cancel->emit(boost::asio::cancellation_type::terminal);
+            }
+        }
+        idle_->notify();
+    }
+
+    awaitable<void> requeue_copy(delivery d) { co_await requeue(d); }
+
+    // ------------------------------------------------------------ helpers
+    void spawn_child(awaitable<void> a) {
+        ++children_;
+        boost::asio::co_spawn(exec_, std::move(a), [this](std::exception_ptr ep) {
+            if (ep) {
+                try { std::rethrow_exception(ep); } catch (const std::exception& e) { log_error(e.what()); } catch (...) {}
+            }
+            --children_;
+            idle_->notify();
+        });
+    }
+    awaitable<void> pause(std::chrono::milliseconds d) {
+        boost::asio::steady_timer t(exec_, d);
+        boost::system::error_code ec;
+        co_await t.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    }
+    void start_pool() {
+        pool_size_ = opts_.pool_threads ? opts_.pool_threads : std::max(1u, std::thread::hardware_concurrency());
+        pool_ = std::make_unique<boost::asio::thread_pool>(pool_size_);
+        for (std::size_t i = 0; i < pool_size_; ++i) signals_.worker_child_init.emit({info_, {}, i});
+    }
+    void log_error(std::string_view msg) const {
+        std::fputs(fmt::format("stem worker {}: {}\n", info_.id, msg).c_str(), stderr);
+    }
+
+    // task_services
+    awaitable<void> publish(envelope e) override {
+        signals_.before_task_publish.emit({e});
+        envelope copy = signals_.after_task_publish.has_listeners() ? e : envelope{};
+        co_await broker_.publish(std::move(e));
+        signals_.after_task_publish.emit({copy});
+    }
+    awaitable<bool> extend_lease(const delivery& d, std::chrono::milliseconds by) override {
+        return broker_.extend_lease(d, by);
+    }
+    awaitable<void> record(task_status st) override { return backend_.set(std::move(st), opts_.result_ttl); }
+    std::chrono::milliseconds lease_length(const envelope& e) const override {
+        return e.visibility_timeout.value_or(opts_.default_visibility_timeout);
+    }
+    const std::shared_ptr<detail::result_source>& results() const override { return results_; }
+    const payload_encoder_registry& encoders() const override { return encoders_; }
+    boost::asio::any_io_executor executor() const override { return exec_; }
+    const std::string& worker_id() const override { return info_.id; }
+
+    Broker& broker_;
+    Backend& backend_;
+    const task_registry& registry_;
+    signals& signals_;
+    const payload_encoder_registry& encoders_;
+    worker_options opts_;
+    std::shared_ptr<detail::result_source> results_;
+    worker_info info_;
+    subscription sub_;
+    boost::asio::any_io_executor exec_;
+    time_point started_at_{};
+
+    std::deque<delivery> buffer_;
+    std::list<active_task> active_;
+    std::vector<boost::asio::cancellation_signal> slots_;  // one per concurrent task, reused
+    std::vector<std::size_t> free_slots_;
+    std::size_t running_slots_ = 0;
+    std::size_t children_ = 0;
+    bool running_ = false;
+    bool stopping_ = false;
+    bool fetch_waiting_ = false;
+    shutdown_mode mode_ = shutdown_mode::warm;
+    std::exception_ptr finish_;
+    std::optional<shutdown_mode> pending_shutdown_;
+    std::unique_ptr<boost::asio::cancellation_signal> fetch_cancel_;
+    boost::asio::steady_timer* heartbeat_timer_ = nullptr;
+    boost::asio::signal_set* os_signals_ = nullptr;
+    std::unique_ptr<boost::asio::thread_pool> pool_;
+    std::size_t pool_size_ = 0;
+    worker_stats stats_;
+    std::shared_ptr<detail::waiter> room_;  // the fetcher waits here for room in the buffer
+    std::shared_ptr<detail::waiter> idle_;  // run() waits here for tasks and children to end
+};
+
+}  // namespace stem
