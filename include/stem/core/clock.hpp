@@ -91,7 +91,8 @@ inline time_point parse_time(std::string_view s) {
         int sign = s[p] == '-' ? -1 : 1;
         ++p;
         int oh, om;
-        if (!detail::read_digits(s, p, 2, oh) || !detail::expect_char(s, p, ':') || !detail::read_digits(s, p, 2, om))
+        if (!detail::read_digits(s, p, 2, oh) || !detail::expect_char(s, p, ':') || !detail::read_digits(s, p, 2, om) ||
+            oh > 23 || om > 59)
             throw fail();
         offset_min = sign * (oh * 60 + om);
     } else {

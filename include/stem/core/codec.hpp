@@ -197,8 +197,11 @@ T decode_from(const boost::json::value& v, const path& p) {
         }
         if (v.is_double()) {
             double d = v.get_double();
-            if (std::trunc(d) != d || d < double(std::numeric_limits<T>::min()) || d > double(std::numeric_limits<T>::max()))
-                decode_fail(p, "expected integer");
+            // 2^digits is exact in a double, unlike max(): compare against it.
+            const double limit = std::ldexp(1.0, std::numeric_limits<T>::digits);
+            if (std::trunc(d) != d) decode_fail(p, "expected integer");
+            if (d >= limit || (std::is_signed_v<T> ? d < -limit : d < 0))
+                decode_fail(p, fmt::format("{} is out of range", d));
             return static_cast<T>(d);
         }
         expected(p, "integer", v);

@@ -22,8 +22,9 @@ inline std::chrono::milliseconds parse_duration(std::string_view text) {
     std::size_t p = 0;
     while (p < text.size()) {
         std::size_t start = p;
-        while (p < text.size() && ((text[p] >= '0' && text[p] <= '9') || text[p] == '.')) ++p;
-        if (p == start) throw fail();
+        int dots = 0;
+        while (p < text.size() && ((text[p] >= '0' && text[p] <= '9') || text[p] == '.')) dots += text[p++] == '.';
+        if (p == start || dots > 1 || text[start] == '.' || text[p - 1] == '.') throw fail();
         double value = 0;
         try {
             value = std::stod(std::string(text.substr(start, p - start)));

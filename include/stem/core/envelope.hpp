@@ -136,9 +136,9 @@ inline envelope envelope_from_json(const boost::json::value& v) {
     }
     e.meta = r.object_or_empty("meta");
     e.queue = r.string_or("queue", "default");
-    e.priority = static_cast<int>(r.integer_or("priority", 0));
-    e.attempt = static_cast<int>(r.integer_or("attempt", 0));
-    e.max_retries = static_cast<int>(r.integer_or("max_retries", 0));
+    e.priority = r.int_or("priority", 0);
+    e.attempt = r.int_or("attempt", 0);
+    e.max_retries = r.int_or("max_retries", 0);
     e.not_before = r.time("not_before");
     e.expires = r.time("expires");
     if (r.find("visibility_timeout_ms")) e.visibility_timeout = std::chrono::milliseconds{r.integer("visibility_timeout_ms")};

@@ -34,4 +34,11 @@ concept task_type = requires {
     { T::options } -> std::convertible_to<task_options>;
 };
 
+/// `A` is exactly `T` (after removing cv-ref). Public awaitable-returning functions take
+/// their non-trivial arguments through this constraint so that a braced list (`f({...})`)
+/// is refused at compile time: GCC 12 destroys such temporaries twice when the call sits
+/// in a co_await expression. Name the type instead: `enqueue<send_email>(email_args{...})`.
+template <class A, class T>
+concept exactly = std::same_as<std::remove_cvref_t<A>, T>;
+
 }  // namespace stem

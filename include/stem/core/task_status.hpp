@@ -98,7 +98,7 @@ inline task_status task_status_from_json(const boost::json::value& v) {
         s.error = task_error{er.string_or("type", ""), er.string_or("message", ""), er.object_or_empty("context"),
                              er.boolean_or("retryable", false)};
     }
-    s.attempt = static_cast<int>(r.integer_or("attempt", 0));
+    s.attempt = r.int_or("attempt", 0);
     s.progress = r.number_or("progress", 0);
     s.progress_data = r.object_or_empty("progress_data");
     s.meta = r.object_or_empty("meta");

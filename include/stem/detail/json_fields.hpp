@@ -51,6 +51,13 @@ public:
     std::int64_t integer_or(std::string_view field, std::int64_t fallback) const {
         return find(field) ? integer(field) : fallback;
     }
+    /// An optional integer that must fit an int.
+    int int_or(std::string_view field, int fallback) const {
+        if (!find(field)) return fallback;
+        auto v = integer(field);
+        if (v < INT32_MIN || v > INT32_MAX) fail(field, fmt::format("{} is out of range", v));
+        return static_cast<int>(v);
+    }
     bool boolean_or(std::string_view field, bool fallback) const {
         auto* v = find(field);
         if (!v) return fallback;

@@ -25,7 +25,7 @@ struct app_options {
 ///
 ///     stem::app app{io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{send_email{smtp}}};
 ///     app.start();
-///     auto h = co_await app.enqueue<send_email>({.to = "a@b.c"});
+///     auto h = co_await app.enqueue<send_email>(email_args{.to = "a@b.c"});
 template <broker Broker, result_backend Backend, std::derived_from<task_registry> Tasks>
 class app {
 public:
@@ -40,21 +40,23 @@ public:
     app(const app&) = delete;
     app& operator=(const app&) = delete;
 
-    template <task_type T>
-    awaitable<task_handle<typename T::result_type>> enqueue(typename T::args_type args, enqueue_options o = {}) {
-        return producer_->template enqueue<T>(std::move(args), std::move(o));
+    /// Enqueues task T (see producer::enqueue). Pass `args` as a named type, not a braced list.
+    template <task_type T, class... More>
+    auto enqueue(More&&... more) -> decltype(std::declval<producer<Broker, Backend>&>().template enqueue<T>(std::forward<More>(more)...)) {
+        return producer_->template enqueue<T>(std::forward<More>(more)...);
     }
-    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, const boost::json::value& args,
-                                                       enqueue_options o = {}, const task_options& defaults = {}) {
-        return producer_->enqueue(name, args, std::move(o), defaults);
+    /// Enqueues a task by name with JSON arguments (see producer::enqueue).
+    template <class... More>
+    auto enqueue(std::string_view name, More&&... more) -> decltype(std::declval<producer<Broker, Backend>&>().enqueue(name, std::forward<More>(more)...)) {
+        return producer_->enqueue(name, std::forward<More>(more)...);
     }
-    template <task_type T>
-    awaitable<std::vector<task_handle<typename T::result_type>>> enqueue_batch(std::vector<typename T::args_type> args,
-                                                                              enqueue_options o = {}) {
-        return producer_->template enqueue_batch<T>(std::move(args), std::move(o));
+    template <task_type T, class... More>
+    auto enqueue_batch(More&&... more) -> decltype(std::declval<producer<Broker, Backend>&>().template enqueue_batch<T>(std::forward<More>(more)...)) {
+        return producer_->template enqueue_batch<T>(std::forward<More>(more)...);
     }
-    awaitable<std::vector<task_handle<boost::json::value>>> enqueue_batch(std::vector<task_call> calls) {
-        return producer_->enqueue_batch(std::move(calls));
+    template <class... More>
+    auto enqueue_batch(More&&... more) -> decltype(std::declval<producer<Broker, Backend>&>().enqueue_batch(std::forward<More>(more)...)) {
+        return producer_->enqueue_batch(std::forward<More>(more)...);
     }
 
     /// Starts the worker on the app's executor; `stopped()` completes when it has shut down.

@@ -34,52 +34,57 @@ public:
         : broker_(b), signals_(s), encoders_(enc), results_(std::make_shared<detail::backend_results<Backend>>(r, enc)) {}
 
     /// Enqueues task T with `args`; `o` overrides T::options for this call.
-    template <task_type T>
-    awaitable<task_handle<typename T::result_type>> enqueue(typename T::args_type args, enqueue_options o = {}) {
-        auto e = detail::build_envelope(T::name, encode_json(args), T::options, std::move(o), encoders_);
-        auto id = e.id;
-        co_await publish(std::move(e));
-        co_return task_handle<typename T::result_type>{std::move(id), results_};
+    template <task_type T, exactly<typename T::args_type> A, exactly<enqueue_options> O>
+    awaitable<task_handle<typename T::result_type>> enqueue(A&& args, O&& o) {
+        return send<typename T::result_type>(
+            detail::build_envelope(T::name, encode_json(args), T::options, std::forward<O>(o), encoders_));
+    }
+    template <task_type T, exactly<typename T::args_type> A>
+    awaitable<task_handle<typename T::result_type>> enqueue(A&& args) {
+        return enqueue<T>(std::forward<A>(args), enqueue_options{});
     }
 
-    /// Enqueues the task named `name` with JSON arguments.
-    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, const boost::json::value& args,
-                                                       enqueue_options o = {}, const task_options& defaults = {}) {
-        auto e = detail::build_envelope(name, boost::json::serialize(args), defaults, std::move(o), encoders_);
-        auto id = e.id;
-        co_await publish(std::move(e));
-        co_return task_handle<boost::json::value>{std::move(id), results_};
+    /// Enqueues the task named `name` with JSON arguments; `defaults` stand in for task options.
+    template <exactly<boost::json::value> V, exactly<enqueue_options> O>
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args, O&& o,
+                                                       const task_options& defaults) {
+        return send<boost::json::value>(
+            detail::build_envelope(name, boost::json::serialize(args), defaults, std::forward<O>(o), encoders_));
+    }
+    template <exactly<boost::json::value> V, exactly<enqueue_options> O>
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args, O&& o) {
+        return enqueue(name, std::forward<V>(args), std::forward<O>(o), task_options{});
+    }
+    template <exactly<boost::json::value> V>
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args) {
+        return enqueue(name, std::forward<V>(args), enqueue_options{}, task_options{});
     }
 
     /// Enqueues many T in one broker call; handles come back in the same order.
-    template <task_type T>
-    awaitable<std::vector<task_handle<typename T::result_type>>> enqueue_batch(std::vector<typename T::args_type> args,
-                                                                              enqueue_options o = {}) {
+    template <task_type T, exactly<std::vector<typename T::args_type>> V, exactly<enqueue_options> O>
+    awaitable<std::vector<task_handle<typename T::result_type>>> enqueue_batch(V&& args, O&& o) {
         std::vector<envelope> batch;
         batch.reserve(args.size());
         for (auto& a : args) {
-            auto copy = o;
+            enqueue_options copy = o;
             copy.task_id.reset();
             batch.push_back(detail::build_envelope(T::name, encode_json(a), T::options, std::move(copy), encoders_));
         }
-        auto ids = co_await publish_all(std::move(batch));
-        std::vector<task_handle<typename T::result_type>> out;
-        out.reserve(ids.size());
-        for (auto& id : ids) out.emplace_back(std::move(id), results_);
-        co_return out;
+        return send_batch<typename T::result_type>(std::move(batch));
+    }
+    template <task_type T, exactly<std::vector<typename T::args_type>> V>
+    awaitable<std::vector<task_handle<typename T::result_type>>> enqueue_batch(V&& args) {
+        return enqueue_batch<T>(std::forward<V>(args), enqueue_options{});
     }
 
     /// Enqueues many untyped calls in one broker call.
-    awaitable<std::vector<task_handle<boost::json::value>>> enqueue_batch(std::vector<task_call> calls) {
+    template <exactly<std::vector<task_call>> V>
+    awaitable<std::vector<task_handle<boost::json::value>>> enqueue_batch(V&& calls) {
         std::vector<envelope> batch;
         batch.reserve(calls.size());
         for (auto& c : calls)
-            batch.push_back(detail::build_envelope(c.name, boost::json::serialize(c.args), c.defaults, std::move(c.options), encoders_));
-        auto ids = co_await publish_all(std::move(batch));
-        std::vector<task_handle<boost::json::value>> out;
-        out.reserve(ids.size());
-        for (auto& id : ids) out.emplace_back(std::move(id), results_);
-        co_return out;
+            batch.push_back(detail::build_envelope(c.name, boost::json::serialize(c.args), c.defaults, c.options, encoders_));
+        return send_batch<boost::json::value>(std::move(batch));
     }
 
     /// Publishes a ready envelope (signals included).
@@ -101,11 +106,19 @@ public:
     const std::shared_ptr<detail::result_source>& results() const noexcept { return results_; }
 
 private:
-    awaitable<std::vector<std::string>> publish_all(std::vector<envelope> batch) {
-        std::vector<std::string> ids;
-        ids.reserve(batch.size());
+    template <class R>
+    awaitable<task_handle<R>> send(envelope e) {
+        auto id = e.id;
+        co_await publish(std::move(e));
+        co_return task_handle<R>{std::move(id), results_};
+    }
+
+    template <class R>
+    awaitable<std::vector<task_handle<R>>> send_batch(std::vector<envelope> batch) {
+        std::vector<task_handle<R>> out;
+        out.reserve(batch.size());
         for (auto& e : batch) {
-            ids.push_back(e.id);
+            out.emplace_back(e.id, results_);
             signals_.before_task_publish.emit({e});
         }
         if (signals_.after_task_publish.has_listeners()) {
@@ -115,7 +128,7 @@ private:
         } else {
             co_await broker_.publish_batch(std::move(batch));
         }
-        co_return ids;
+        co_return out;
     }
 
     Broker& broker_;

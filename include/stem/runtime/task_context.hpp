@@ -106,8 +106,14 @@ public:
         checkpoint();
         co_return co_await on_worker(svc_.extend_lease(d_, by));
     }
-    /// Checkpoint, then record progress (0..100) with optional data on the task's status.
-    awaitable<void> progress(double percent, boost::json::object data = {}) {
+    /// Checkpoint, then record progress (0..100) on the task's status.
+    awaitable<void> progress(double percent) { return progress(percent, boost::json::object{}); }
+    /// Checkpoint, then record progress (0..100) with data on the task's status.
+    template <exactly<boost::json::object> D>
+    awaitable<void> progress(double percent, D&& data) { return record_progress(percent, std::forward<D>(data)); }
+
+private:
+    awaitable<void> record_progress(double percent, boost::json::object data) {
         checkpoint();
         task_status st;
         st.id = id();
@@ -125,6 +131,8 @@ public:
         co_await on_worker(svc_.record(std::move(st)));
     }
 
+public:
+
     /// Ends this attempt and schedules another after `countdown` (or the retry policy's delay).
     /// Counts against max_retries: past it, the task fails and is dead-lettered.
     [[noreturn]] void retry(std::optional<std::chrono::milliseconds> countdown = {},
@@ -133,25 +141,34 @@ public:
     }
 
     /// Enqueues a follow-up task; it records this task as parent (and root).
-    template <task_type T>
-    awaitable<task_handle<typename T::result_type>> enqueue(typename T::args_type args, enqueue_options o = {}) {
-        auto e = detail::build_envelope(T::name, encode_json(args), T::options, std::move(o), svc_.encoders());
-        co_return task_handle<typename T::result_type>{co_await send(std::move(e)), svc_.results()};
+    template <task_type T, exactly<typename T::args_type> A, exactly<enqueue_options> O>
+    awaitable<task_handle<typename T::result_type>> enqueue(A&& args, O&& o) {
+        return send<typename T::result_type>(
+            detail::build_envelope(T::name, encode_json(args), T::options, std::forward<O>(o), svc_.encoders()));
+    }
+    template <task_type T, exactly<typename T::args_type> A>
+    awaitable<task_handle<typename T::result_type>> enqueue(A&& args) {
+        return enqueue<T>(std::forward<A>(args), enqueue_options{});
     }
     /// Enqueues a follow-up task by name with JSON arguments.
-    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, const boost::json::value& args,
-                                                       enqueue_options o = {}, const task_options& defaults = {}) {
-        auto e = detail::build_envelope(name, boost::json::serialize(args), defaults, std::move(o), svc_.encoders());
-        co_return task_handle<boost::json::value>{co_await send(std::move(e)), svc_.results()};
+    template <exactly<boost::json::value> V, exactly<enqueue_options> O>
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args, O&& o) {
+        return send<boost::json::value>(
+            detail::build_envelope(name, boost::json::serialize(args), task_options{}, std::forward<O>(o), svc_.encoders()));
+    }
+    template <exactly<boost::json::value> V>
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args) {
+        return enqueue(name, std::forward<V>(args), enqueue_options{});
     }
 
 private:
-    awaitable<std::string> send(envelope e) {
+    template <class R>
+    awaitable<task_handle<R>> send(envelope e) {
         e.parent_id = d_.env.id;
         e.root_id = d_.env.root_id.empty() ? d_.env.id : d_.env.root_id;
         auto id = e.id;
         co_await on_worker(svc_.publish(std::move(e)));
-        co_return id;
+        co_return task_handle<R>{std::move(id), svc_.results()};
     }
     /// Pool tasks hand broker/backend calls back to the worker's executor.
     template <class T>

@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #include <unistd.h>
@@ -34,6 +35,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/core/demangle.hpp>
 #include <fmt/format.h>
 
 namespace stem {
@@ -305,8 +307,10 @@ private:
 
         const task_entry* entry = registry_.find(env.name);
         if (!entry) {
-            co_await fail(d, nullptr, {"unknown_task", fmt::format("no handler is registered for task '{}' on worker {}", env.name, info_.id), {}, false},
-                          "unknown-task", nullptr);
+            // (Arguments that are braced temporaries are named first: GCC 12 may destroy
+            // such temporaries twice when they sit in a co_await expression.)
+            task_error err{"unknown_task", fmt::format("no handler is registered for task '{}' on worker {}", env.name, info_.id), {}, false};
+            co_await fail(d, nullptr, std::move(err), "unknown-task", nullptr);
             co_return;
         }
         bool early_ack = !entry->options.acks_late;
@@ -358,7 +362,8 @@ private:
                 encode_error = e.what();
             }
             if (!encode_error.empty()) {
-                co_await fail(d, &ctx, {"encode_failed", encode_error, {}, false}, "encode-error", &started, early_ack);
+                task_error err{"encode_failed", encode_error, {}, false};
+                co_await fail(d, &ctx, std::move(err), "encode-error", &started, early_ack);
                 co_return;
             }
             co_await backend_.set(st, opts_.result_ttl);
@@ -447,7 +452,7 @@ private:
             err = {e.condition() == errc::decode_failed ? "decode_failed" : "stem::error", e.what(), {}, e.condition() != errc::decode_failed && e.condition() != errc::unknown_encoder};
             retryable = err.retryable;
         } catch (const std::exception& e) {
-            err = {"std::exception", e.what(), {}, true};
+            err = {boost::core::demangle(typeid(e).name()), e.what(), {}, true};
         } catch (...) {
             err = {"unknown", "a non-standard exception was thrown", {}, true};
         }

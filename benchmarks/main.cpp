@@ -1,0 +1,214 @@
+// stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
+//
+//   stem-bench [--broker memory] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
+//              [--concurrency N] [--prefetch N] [--no-track-started]
+//
+// enqueue: typed enqueues per second (one publish per task).
+// drain:   N no-op tasks queued beforehand, then run by a worker with results stored; tasks/s.
+// latency: one task at a time, enqueue to result in hand; p50/p99 in ms.
+#include <stem/stem.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+struct noop_args {
+    int n = 0;
+};
+BOOST_DESCRIBE_STRUCT(noop_args, (), (n))
+
+struct bench_state {
+    std::size_t target = 0;
+    std::size_t done = 0;
+    std::chrono::steady_clock::time_point finished{};
+    std::function<void()> on_target;
+};
+
+/// A task that does nothing but count.
+struct noop : stem::task_definition<noop_args, int> {
+    static constexpr std::string_view name = "bench.noop";
+    bench_state* state;
+    asio::awaitable<int> operator()(stem::task_context&, noop_args a) {
+        if (++state->done == state->target && state->on_target) state->on_target();
+        co_return a.n;
+    }
+};
+
+struct settings {
+    std::string broker = "memory";
+    std::string url;
+    std::size_t tasks = 200'000;
+    std::string measure = "all";
+    std::size_t concurrency = 64;
+    std::size_t prefetch = 16;
+    bool track_started = true;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+    std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory] [--url URL] [--tasks N] "
+                         "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started]\n",
+                 msg.c_str());
+    std::exit(2);
+}
+
+settings parse_args(int argc, char** argv) {
+    settings s;
+    auto number = [&](std::string_view flag, const char* v) -> std::size_t {
+        char* end = nullptr;
+        errno = 0;
+        auto n = std::strtoull(v, &end, 10);
+        if (errno || !end || *end || n == 0) usage_error(fmt::format("{} needs a positive whole number, got '{}'", flag, v));
+        return n;
+    };
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        auto value = [&]() -> const char* {
+            if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", a));
+            return argv[++i];
+        };
+        if (a == "--broker") s.broker = value();
+        else if (a == "--url") s.url = value();
+        else if (a == "--tasks") s.tasks = number(a, value());
+        else if (a == "--measure") s.measure = value();
+        else if (a == "--concurrency") s.concurrency = number(a, value());
+        else if (a == "--prefetch") s.prefetch = number(a, value());
+        else if (a == "--no-track-started") s.track_started = false;
+        else if (a == "--help" || a == "-h") usage_error("help");
+        else usage_error(fmt::format("unknown flag '{}'", a));
+    }
+    if (s.measure != "enqueue" && s.measure != "drain" && s.measure != "latency" && s.measure != "all")
+        usage_error(fmt::format("unknown measure '{}'", s.measure));
+    if (s.broker != "memory")
+        usage_error(fmt::format("broker '{}' is not built into this stem-bench yet (available: memory)", s.broker));
+    return s;
+}
+
+boost::json::object settings_json(const settings& s) {
+    return {{"tasks", s.tasks}, {"concurrency", s.concurrency}, {"prefetch", s.prefetch},
+            {"track_started", s.track_started}, {"results_stored", true}, {"threads", 1}};
+}
+
+void print_line(const settings& s, std::string_view measure, double value, std::string_view unit,
+                boost::json::object extra = {}) {
+    boost::json::object o{{"system", "stem"}, {"broker", s.broker}, {"measure", measure}, {"value", value}, {"unit", unit}};
+    for (auto& kv : extra) o[kv.key()] = kv.value();
+    o["settings"] = settings_json(s);
+    std::printf("%s\n", boost::json::serialize(o).c_str());
+    std::fflush(stdout);
+}
+
+template <class App>
+void run_on(asio::io_context& io, App& app, std::function<asio::awaitable<void>()> body) {
+    std::exception_ptr failure;
+    asio::co_spawn(io, body(), [&](std::exception_ptr ep) { failure = ep; });
+    io.restart();
+    io.run();
+    if (failure) std::rethrow_exception(failure);
+    (void)app;
+}
+
+auto make_app(asio::io_context& io, const settings& s, bench_state& st) {
+    stem::app_options o;
+    o.worker.install_signal_handlers = false;
+    o.worker.concurrency = s.concurrency;
+    o.worker.prefetch_multiplier = s.prefetch;
+    o.worker.track_started = s.track_started;
+    o.worker.heartbeat_interval = 60s;
+    o.signals_from_env = false;
+    return std::make_unique<stem::app<stem::memory_broker, stem::memory_backend, stem::tasks<noop>>>(
+        io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{noop{{}, &st}}, o);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0, std::chrono::steady_clock::time_point t1) {
+    return std::chrono::duration<double>(t1 - t0).count();
+}
+
+void measure_enqueue(const settings& s) {
+    asio::io_context io;
+    bench_state st;
+    auto app = make_app(io, s, st);
+    run_on(io, *app, [&]() -> asio::awaitable<void> {
+        noop_args args{1};
+        auto t0 = std::chrono::steady_clock::now();
+        for (std::size_t i = 0; i < s.tasks; ++i) co_await app->template enqueue<noop>(args);
+        auto t1 = std::chrono::steady_clock::now();
+        print_line(s, "enqueue", double(s.tasks) / seconds_since(t0, t1), "tasks/s");
+    });
+}
+
+void measure_drain(const settings& s) {
+    asio::io_context io;
+    bench_state st;
+    st.target = s.tasks;
+    auto app = make_app(io, s, st);
+    run_on(io, *app, [&]() -> asio::awaitable<void> {
+        std::vector<noop_args> batch(s.tasks, noop_args{1});
+        co_await app->template enqueue_batch<noop>(batch);
+        auto waiter = std::make_shared<stem::detail::waiter>(co_await asio::this_coro::executor);
+        // Runs after the task that hit the target has stored its result and been acked.
+        st.on_target = [&, waiter] {
+            asio::post(io, [&, waiter] {
+                st.finished = std::chrono::steady_clock::now();
+                waiter->notify();
+            });
+        };
+        auto t0 = std::chrono::steady_clock::now();
+        app->start();
+        co_await waiter->wait_until(std::chrono::steady_clock::now() + 600s);
+        if (st.done != s.tasks) throw std::runtime_error("drain did not complete");
+        auto done = co_await app->get_backend().count(stem::task_state::succeeded);
+        if (done != s.tasks) throw std::runtime_error(fmt::format("only {} results stored of {}", done, s.tasks));
+        print_line(s, "drain", double(s.tasks) / seconds_since(t0, st.finished), "tasks/s");
+        co_await app->shutdown();
+    });
+}
+
+void measure_latency(const settings& s) {
+    asio::io_context io;
+    bench_state st;
+    auto app = make_app(io, s, st);
+    std::size_t rounds = std::min<std::size_t>(s.tasks, 20'000);
+    run_on(io, *app, [&]() -> asio::awaitable<void> {
+        app->start();
+        std::vector<double> ms;
+        ms.reserve(rounds);
+        noop_args args{7};
+        for (std::size_t i = 0; i < rounds + 100; ++i) {
+            auto t0 = std::chrono::steady_clock::now();
+            auto h = co_await app->template enqueue<noop>(args);
+            auto r = co_await h.wait(10s);
+            auto t1 = std::chrono::steady_clock::now();
+            if (!r.succeeded() || *r.value != 7) throw std::runtime_error("latency task failed");
+            if (i >= 100) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());  // 100 warm-up rounds
+        }
+        std::sort(ms.begin(), ms.end());
+        double p50 = ms[ms.size() / 2], p99 = ms[std::min(ms.size() - 1, ms.size() * 99 / 100)];
+        print_line(s, "latency", p50, "ms", {{"p50_ms", p50}, {"p99_ms", p99}, {"rounds", rounds}});
+        co_await app->shutdown();
+    });
+}
+
+int main(int argc, char** argv) {
+    auto s = parse_args(argc, argv);
+    try {
+        if (s.measure == "enqueue" || s.measure == "all") measure_enqueue(s);
+        if (s.measure == "drain" || s.measure == "all") measure_drain(s);
+        if (s.measure == "latency" || s.measure == "all") measure_latency(s);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "stem-bench: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
