@@ -26,6 +26,7 @@
 #include <boost/describe/enum_from_string.hpp>
 #include <boost/describe/enum_to_string.hpp>
 #include <boost/describe/members.hpp>
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -168,19 +169,21 @@ void encode_into(boost::json::value& out, const T& v) {
 template <class T>
 T decode_from(const boost::json::value& v, const path& p) {
     namespace json = boost::json;
+    // JSON values handed out are copied into default storage: the parsed tree may live in
+    // a short-lived buffer (see decode_json).
     if constexpr (std::same_as<T, unit>) {
         return unit{};
     } else if constexpr (std::same_as<T, json::value>) {
-        return v;
+        return json::value(v, json::storage_ptr{});
     } else if constexpr (std::same_as<T, json::object>) {
         if (!v.is_object()) expected(p, "object", v);
-        return v.get_object();
+        return json::object(v.get_object(), json::storage_ptr{});
     } else if constexpr (std::same_as<T, json::array>) {
         if (!v.is_array()) expected(p, "array", v);
-        return v.get_array();
+        return json::array(v.get_array(), json::storage_ptr{});
     } else if constexpr (std::same_as<T, json::string>) {
         if (!v.is_string()) expected(p, "string", v);
-        return v.get_string();
+        return json::string(v.get_string(), json::storage_ptr{});
     } else if constexpr (std::same_as<T, bool>) {
         if (!v.is_bool()) expected(p, "boolean", v);
         return v.get_bool();
@@ -262,7 +265,7 @@ T decode_from(const boost::json::value& v, const path& p) {
         return out;
     } else if constexpr (has_user_conversion<T>) {
         try {
-            return boost::json::value_to<T>(v);
+            return boost::json::value_to<T>(boost::json::value(v, boost::json::storage_ptr{}));  // own storage: T may keep parts
         } catch (const error&) {
             throw;
         } catch (const std::exception& e) {
@@ -307,17 +310,24 @@ T from_json_value(const boost::json::value& v, std::string_view root = "value") 
     return detail::decode_from<T>(v, p);
 }
 
-/// `v` as JSON text.
+/// `v` as JSON text. The intermediate JSON tree lives in a stack buffer when it fits.
 template <class T>
 std::string encode_json(const T& v) {
-    return boost::json::serialize(to_json_value(v));
+    unsigned char buf[2048];
+    boost::json::monotonic_resource mr(buf, sizeof buf);
+    boost::json::value out(&mr);
+    detail::encode_into(out, v);
+    return boost::json::serialize(out);
 }
 
 /// JSON text as a T; malformed JSON or a mismatch gives stem::error(decode_failed).
+/// The parsed tree lives in a stack buffer when it fits.
 template <class T>
 T decode_json(std::string_view text, std::string_view root = "value") {
+    unsigned char buf[4096];
+    boost::json::monotonic_resource mr(buf, sizeof buf);
     boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec);
+    auto v = boost::json::parse(text, ec, &mr);
     if (ec) throw error(errc::decode_failed, fmt::format("{}: not JSON ({})", root, ec.message()));
     return from_json_value<T>(v, root);
 }

@@ -73,8 +73,8 @@ struct task_services {
 /// The running task's view of itself. Valid for the duration of the handler call.
 class task_context {
 public:
-    task_context(const delivery& d, detail::task_services& svc, std::shared_ptr<detail::run_flags> flags, bool on_pool)
-        : d_(d), svc_(svc), flags_(std::move(flags)), on_pool_(on_pool), meta_(d.env.meta) {}
+    task_context(const delivery& d, detail::task_services& svc, detail::run_flags& flags, bool on_pool)
+        : d_(d), svc_(svc), flags_(&flags), on_pool_(on_pool), meta_(d.env.meta) {}
 
     const std::string& id() const noexcept { return d_.env.id; }
     const std::string& name() const noexcept { return d_.env.name; }
@@ -179,7 +179,7 @@ private:
 
     const delivery& d_;
     detail::task_services& svc_;
-    std::shared_ptr<detail::run_flags> flags_;
+    detail::run_flags* flags_;
     bool on_pool_;
     boost::json::object meta_;
 };

@@ -170,7 +170,7 @@ public:
 private:
     struct active_task {
         delivery* d;
-        std::shared_ptr<detail::run_flags> flags;
+        detail::run_flags* flags;
         boost::asio::cancellation_signal* cancel;  // the slot's, for inline handlers
         bool abandoned = false;
     };
@@ -316,14 +316,14 @@ private:
         bool early_ack = !entry->options.acks_late;
         if (early_ack) co_await broker_.ack(d);
 
-        auto flags = std::make_shared<detail::run_flags>();
-        active_.push_back({&d, flags, slot_cancel});
-        auto me = std::prev(active_.end());
+        detail::run_flags flags;
+        active_task me{&d, &flags, slot_cancel};
+        active_.push_back(&me);
         struct unregister {
             worker* w;
-            typename std::list<active_task>::iterator it;
-            ~unregister() { w->active_.erase(it); }
-        } guard{this, me};
+            active_task* t;
+            ~unregister() { std::erase(w->active_, t); }
+        } guard{this, &me};
 
         auto started = clock::now();
         if (opts_.track_started) {
@@ -338,12 +338,16 @@ private:
         std::optional<std::string> result;
         std::exception_ptr failure;
         try {
-            auto args = encoders_.decode(env.args_encoder, env.args);
-            result = co_await run_handler(*entry, ctx, args, *flags, *me, on_pool);
+            if (env.args_encoder == "json") {
+                result = co_await run_handler(*entry, ctx, env.args, flags, me, on_pool);
+            } else {
+                auto args = encoders_.decode(env.args_encoder, env.args);
+                result = co_await run_handler(*entry, ctx, args, flags, me, on_pool);
+            }
         } catch (...) {
             failure = std::current_exception();
         }
-        if (me->abandoned) {  // hard shutdown requeued it already
+        if (me.abandoned) {  // hard shutdown requeued it already
             co_await boost::asio::this_coro::reset_cancellation_state();
             co_return;
         }
@@ -374,7 +378,7 @@ private:
             signals_.task_postrun.emit({env, info_, &ctx, &st});
             co_return;
         }
-        co_await handle_failure(d, ctx, failure, *flags, started, early_ack);
+        co_await handle_failure(d, ctx, failure, flags, started, early_ack);
     }
 
     awaitable<std::string> run_handler(const task_entry& entry, task_context& ctx, const std::string& args,
@@ -390,7 +394,7 @@ private:
             bool done = false;
         };
         auto lim = std::make_shared<limits>(exec_);
-        auto flags_ptr = me.flags;
+        auto* flags_ptr = me.flags;  // valid while !lim->done: the timers stop before process() returns
         if (o.soft_time_limit.count() > 0) {
             lim->soft.expires_after(o.soft_time_limit);
             lim->soft.async_wait([this, lim, flags_ptr, &ctx](boost::system::error_code ec) {
@@ -553,18 +557,18 @@ private:
         if (heartbeat_timer_) heartbeat_timer_->cancel();
         if (os_signals_) os_signals_->cancel();
         if (m == shutdown_mode::soft) {
-            for (auto& a : active_) a.flags->cancel = true;
+            for (auto* a : active_) a->flags->cancel = true;
             auto t = std::make_shared<boost::asio::steady_timer>(exec_, opts_.soft_shutdown_timeout);
             t->async_wait([this, t](boost::system::error_code ec) {
                 if (!ec && running_ && !active_.empty()) begin_shutdown(shutdown_mode::hard);
             });
         } else if (m == shutdown_mode::hard) {
-            for (auto& a : active_) {
-                if (a.abandoned) continue;
-                a.abandoned = true;
-                a.flags->cancel = true;
-                spawn_child(requeue_copy(*a.d));
-                if (a.cancel) a.cancel->emit(boost::asio::cancellation_type::terminal);
+            for (auto* a : active_) {
+                if (a->abandoned) continue;
+                a->abandoned = true;
+                a->flags->cancel = true;
+                spawn_child(requeue_copy(*a->d));
+                if (a->cancel) a->cancel->emit(boost::asio::cancellation_type::terminal);
             }
         }
         idle_->notify();
@@ -629,7 +633,7 @@ private:
     time_point started_at_{};
 
     std::deque<delivery> buffer_;
-    std::list<active_task> active_;
+    std::vector<active_task*> active_;  // tasks running now; each lives in its process() frame
     std::vector<boost::asio::cancellation_signal> slots_;  // one per concurrent task, reused
     std::vector<std::size_t> free_slots_;
     std::size_t running_slots_ = 0;

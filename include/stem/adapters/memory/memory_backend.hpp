@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <boost/asio/this_coro.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 
 namespace stem {
 
@@ -49,7 +50,6 @@ public:
             auto& e = it->second;
             if (!inserted) s_->by_state[std::size_t(e.status.state)]--;
             s_->by_state[std::size_t(st.state)]++;
-            if (inserted || e.expires != expires) s_->expiry.push_back({expires, st.id});
             e.expires = expires;
             e.status = std::move(st);
         }
@@ -213,17 +213,14 @@ private:
         group_record record;
         time_point expires;
     };
-    struct expiry_ref {
-        time_point expires;
-        std::string id;
-    };
     struct state {
         explicit state(memory_backend_options o) : opts(o) {}
         memory_backend_options opts;
         std::mutex mu;
-        std::unordered_map<std::string, entry> statuses;
-        std::array<std::uint64_t, 6> by_state{};
-        std::deque<expiry_ref> expiry;  // in insertion order; each sweep looks at the oldest few
+        // Open addressing (Boost 1.81's flat map): no node per status, few cache misses.
+        boost::unordered_flat_map<std::string, entry> statuses;
+        std::array<std::uint64_t, 6> by_state{};  // may still count expired entries until the next sweep
+        time_point next_sweep{};
         std::unordered_map<std::string, group_slot> groups;
         std::map<std::string, std::pair<worker_heartbeat, time_point>> heartbeats;
         std::unordered_map<std::string, std::vector<std::shared_ptr<detail::waiter>>> waiters;
@@ -248,28 +245,17 @@ private:
             }
             return &it->second;
         }
-        /// Drops expired statuses. References are kept in insertion order: one with a
-        /// later expiry blocks the sweep until `full`, which scans them all.
+        /// Drops expired statuses and groups: a scan at most once a second, or now when `full`.
+        /// Between scans, lookups treat expired entries as absent.
         void sweep(time_point now, bool full = false) {
-            std::size_t budget = full ? expiry.size() : 8;
-            while (!expiry.empty() && budget-- > 0) {
-                auto& ref = expiry.front();
-                auto it = statuses.find(ref.id);
-                if (it == statuses.end() || it->second.expires != ref.expires) {
-                    expiry.pop_front();  // stale reference
-                    continue;
-                }
-                if (it->second.expires > now) {
-                    if (!full) break;
-                    expiry.push_back(std::move(ref));
-                    expiry.pop_front();
-                    continue;
-                }
-                by_state[std::size_t(it->second.status.state)]--;
-                statuses.erase(it);
-                expiry.pop_front();
-            }
-            if (full) std::erase_if(groups, [&](auto& kv) { return kv.second.expires <= now; });
+            if (!full && now < next_sweep) return;
+            next_sweep = now + std::chrono::seconds(1);
+            boost::unordered::erase_if(statuses, [&](const auto& kv) {
+                if (kv.second.expires > now) return false;
+                by_state[std::size_t(kv.second.status.state)]--;
+                return true;
+            });
+            std::erase_if(groups, [&](auto& kv) { return kv.second.expires <= now; });
         }
         void feed_watchers(const task_status& st, std::vector<std::shared_ptr<detail::waiter>>& wake) {
             auto it = watchers.find(st.id);
