@@ -180,3 +180,36 @@ TEST_CASE("runtime.shutdown: SIGTERM maps to a warm shutdown when handlers are i
         CHECK(mode == "warm");
     });
 }
+
+namespace {
+/// Acked on receipt (acks_late = false): the broker no longer holds it while it runs.
+struct early_ack_task : stem::task_definition<wait_args, int> {
+    static constexpr std::string_view name = "test.early_ack";
+    static constexpr stem::task_options options{.acks_late = false};
+    started_flag flags;
+    awaitable<int> operator()(stem::task_context&, wait_args a) {
+        ++*flags.started;
+        asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(a.ms));
+        co_await t.async_wait(asio::use_awaitable);
+        co_return a.ms;
+    }
+};
+}  // namespace
+
+TEST_CASE("runtime.shutdown: hard shutdown publishes an early-acked task again rather than losing it") {
+    asio::io_context io;
+    early_ack_task task;
+    auto flags = task.flags;
+    stem::app app{io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{task}, opts(1)};
+    app.start();
+    stem_test::run(io, [&]() -> awaitable<void> {
+        wait_args long_wait{30'000};
+        auto h = co_await app.enqueue<early_ack_task>(long_wait);
+        co_await until([&] { return *flags.started == 1; });
+        auto during = co_await app.get_broker().stats("default");
+        CHECK(during.inflight == 0);  // acked on receipt
+        co_await app.shutdown(stem::shutdown_mode::hard);
+        auto after = co_await app.get_broker().stats("default");
+        CHECK(after.pending == 1);
+    });
+}

@@ -581,3 +581,29 @@ TEST_CASE("runtime.worker: heartbeats keep a long task's lease and worker heartb
         co_await app->shutdown();
     });
 }
+
+TEST_CASE("runtime.worker: options from the environment, with clear errors for bad values") {
+    ::setenv("STEM_WORKER_QUEUES", "emails, reports ,", 1);
+    ::setenv("STEM_WORKER_BROADCASTS", "control", 1);
+    ::setenv("STEM_PREFETCH_MULTIPLIER", "8", 1);
+    ::setenv("STEM_WORKER_NAMESPACE", "staging", 1);
+    auto o = stem::worker_options::from_env(stem::worker_options{});
+    CHECK(o.queues == std::vector<std::string>{"emails", "reports"});
+    CHECK(o.broadcasts == std::vector<std::string>{"control"});
+    CHECK(o.prefetch_multiplier == 8);
+    CHECK(o.namespace_ == "staging");
+    ::setenv("STEM_PREFETCH_MULTIPLIER", "lots", 1);
+    try {
+        (void)stem::worker_options::from_env(stem::worker_options{});
+        FAIL("a bad prefetch multiplier was accepted");
+    } catch (const stem::error& e) {
+        CHECK(std::string(e.what()).find("STEM_PREFETCH_MULTIPLIER: expected a positive whole number, got 'lots'") == 0);
+    }
+    ::unsetenv("STEM_WORKER_QUEUES");
+    ::unsetenv("STEM_WORKER_BROADCASTS");
+    ::unsetenv("STEM_PREFETCH_MULTIPLIER");
+    ::unsetenv("STEM_WORKER_NAMESPACE");
+    ::setenv("STEM_DEFAULT_QUEUE", "fallback", 1);
+    CHECK(stem::worker_options::from_env(stem::worker_options{}).queues == std::vector<std::string>{"fallback"});
+    ::unsetenv("STEM_DEFAULT_QUEUE");
+}

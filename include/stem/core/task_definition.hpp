@@ -36,8 +36,10 @@ concept task_type = requires {
 
 /// `A` is exactly `T` (after removing cv-ref). Public awaitable-returning functions take
 /// their non-trivial arguments through this constraint so that a braced list (`f({...})`)
-/// is refused at compile time: GCC 12 destroys such temporaries twice when the call sits
-/// in a co_await expression. Name the type instead: `enqueue<send_email>(email_args{...})`.
+/// is refused at compile time. GCC 12 destroys temporaries made by aggregate
+/// initialisation twice when they sit in a co_await expression, braced lists and `T{...}`
+/// alike; only the braced form can be refused here, so build arguments in a named variable:
+/// `email_args args{...}; co_await app.enqueue<send_email>(args);`.
 template <class A, class T>
 concept exactly = std::same_as<std::remove_cvref_t<A>, T>;
 

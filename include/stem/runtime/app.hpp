@@ -25,7 +25,8 @@ struct app_options {
 ///
 ///     stem::app app{io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{send_email{smtp}}};
 ///     app.start();
-///     auto h = co_await app.enqueue<send_email>(email_args{.to = "a@b.c"});
+///     email_args args{.to = "a@b.c"};   // a named variable: see docs/getting-started.md (GCC 12)
+///     auto h = co_await app.enqueue<send_email>(args);
 template <broker Broker, result_backend Backend, std::derived_from<task_registry> Tasks>
 class app {
 public:

@@ -7,6 +7,7 @@
 #include <stem/core/task_definition.hpp>
 #include <stem/runtime/task_context.hpp>
 
+#include <algorithm>
 #include <array>
 #include <concepts>
 #include <functional>

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <stem/contracts/broker.hpp>
+#include <stem/core/codec.hpp>
+#include <stem/core/task_definition.hpp>
 #include <stem/detail/build_envelope.hpp>
 #include <stem/runtime/task_handle.hpp>
 
@@ -150,11 +152,15 @@ public:
     awaitable<task_handle<typename T::result_type>> enqueue(A&& args) {
         return enqueue<T>(std::forward<A>(args), enqueue_options{});
     }
-    /// Enqueues a follow-up task by name with JSON arguments.
+    /// Enqueues a follow-up task by name with JSON arguments; `defaults` stand in for task options.
+    template <exactly<boost::json::value> V, exactly<enqueue_options> O>
+    awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args, O&& o, const task_options& defaults) {
+        return send<boost::json::value>(
+            detail::build_envelope(name, boost::json::serialize(args), defaults, std::forward<O>(o), svc_.encoders()));
+    }
     template <exactly<boost::json::value> V, exactly<enqueue_options> O>
     awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args, O&& o) {
-        return send<boost::json::value>(
-            detail::build_envelope(name, boost::json::serialize(args), task_options{}, std::forward<O>(o), svc_.encoders()));
+        return enqueue(name, std::forward<V>(args), std::forward<O>(o), task_options{});
     }
     template <exactly<boost::json::value> V>
     awaitable<task_handle<boost::json::value>> enqueue(std::string_view name, V&& args) {

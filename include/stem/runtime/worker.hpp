@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <deque>
 #include <list>
@@ -30,6 +31,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -66,6 +68,53 @@ struct worker_options {
     bool install_signal_handlers = true;                ///< SIGTERM→warm, SIGINT→soft, SIGQUIT→hard
     std::chrono::milliseconds soft_shutdown_timeout{30'000};
     any_retry_strategy retry_strategy = exponential_jitter_retry{};
+
+    /// `base` with the environment applied: STEM_WORKER_QUEUES and STEM_WORKER_BROADCASTS
+    /// (comma separated), STEM_DEFAULT_QUEUE (the queue when STEM_WORKER_QUEUES is unset),
+    /// STEM_PREFETCH_MULTIPLIER, STEM_WORKER_CONCURRENCY, STEM_WORKER_NAMESPACE.
+    /// A malformed value throws stem::error(invalid_argument) naming the variable.
+    static worker_options from_env(worker_options base) {
+        auto get = [](const char* name) -> std::optional<std::string> {
+            const char* v = std::getenv(name);
+            if (!v || !*v) return std::nullopt;
+            return std::string(v);
+        };
+        auto list = [](const std::string& text) {
+            std::vector<std::string> out;
+            std::size_t pos = 0;
+            while (pos <= text.size()) {
+                auto comma = text.find(',', pos);
+                auto item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+                item.erase(0, item.find_first_not_of(" \t"));
+                item.erase(item.find_last_not_of(" \t") + 1);
+                if (!item.empty()) out.push_back(item);
+                if (comma == std::string::npos) break;
+                pos = comma + 1;
+            }
+            return out;
+        };
+        auto count = [](const char* name, const std::string& text) -> std::size_t {
+            std::size_t n = 0;
+            for (char c : text) {
+                if (c < '0' || c > '9' || n > 1'000'000)
+                    throw error(errc::invalid_argument, fmt::format("{}: expected a positive whole number, got '{}'", name, text));
+                n = n * 10 + std::size_t(c - '0');
+            }
+            if (n == 0) throw error(errc::invalid_argument, fmt::format("{}: expected a positive whole number, got '{}'", name, text));
+            return n;
+        };
+        if (auto q = get("STEM_WORKER_QUEUES")) {
+            base.queues = list(*q);
+            if (base.queues.empty()) throw error(errc::invalid_argument, "STEM_WORKER_QUEUES: no queue names in the value");
+        } else if (auto d = get("STEM_DEFAULT_QUEUE")) {
+            base.queues = {*d};
+        }
+        if (auto b = get("STEM_WORKER_BROADCASTS")) base.broadcasts = list(*b);
+        if (auto p = get("STEM_PREFETCH_MULTIPLIER")) base.prefetch_multiplier = count("STEM_PREFETCH_MULTIPLIER", *p);
+        if (auto c = get("STEM_WORKER_CONCURRENCY")) base.concurrency = count("STEM_WORKER_CONCURRENCY", *c);
+        if (auto n = get("STEM_WORKER_NAMESPACE")) base.namespace_ = *n;
+        return base;
+    }
 };
 
 /// Counters a worker keeps.
@@ -152,6 +201,7 @@ public:
             pool_->join();
             pool_.reset();
         }
+        if (soft_timer_) soft_timer_->cancel();
         signals_.worker_shutdown.emit({info_, to_string(mode_)});
         running_ = false;
         if (auto f = std::exchange(finish_, nullptr)) std::rethrow_exception(f);
@@ -173,6 +223,7 @@ private:
         detail::run_flags* flags;
         boost::asio::cancellation_signal* cancel;  // the slot's, for inline handlers
         bool abandoned = false;
+        bool acked = false;  // acks_late=false: the broker no longer holds it
     };
 
     // ------------------------------------------------------------ loops
@@ -313,11 +364,19 @@ private:
             co_await fail(d, nullptr, std::move(err), "unknown-task", nullptr);
             co_return;
         }
+        // A delivery that waited in the prefetch buffer may be near the end of its lease:
+        // renew it before starting, or leave it if another consumer already holds it.
+        auto lease = lease_length(env);
+        if (!d.broadcast && d.lease_expires - now < lease / 2 && !co_await broker_.extend_lease(d, lease)) {
+            log_error(fmt::format("task {}: lease ran out while prefetched; left to the broker", env.id));
+            co_return;
+        }
         bool early_ack = !entry->options.acks_late;
         if (early_ack) co_await broker_.ack(d);
 
         detail::run_flags flags;
         active_task me{&d, &flags, slot_cancel};
+        me.acked = early_ack;
         active_.push_back(&me);
         struct unregister {
             worker* w;
@@ -463,13 +522,15 @@ private:
         if (flags.cancel && !requested && err.type != "time_limit_exceeded") {
             // Asked to stop by a shutdown (task_cancelled, or an aborted wait): the task goes
             // back to the broker for another worker, and its status says so.
-            co_await requeue(d);
+            co_await requeue(d, early_ack);
             auto st = make_status(env, task_state::queued);
             st.meta = ctx.meta();
             st.error = task_error{"cancelled", err.message, {}, true};
             co_await backend_.set(std::move(st), opts_.result_ttl);
             co_return;
         }
+        // A broadcast reached every subscriber once; a retry would reach them all again.
+        if (d.broadcast) retryable = false;
         err.retryable = retryable;
         if (retryable && env.attempt < env.max_retries) {
             retry_info info{env, err};
@@ -520,12 +581,22 @@ private:
         if (ctx) signals_.task_postrun.emit({env, info_, ctx, &st, &err});
     }
 
-    awaitable<void> requeue(const delivery& d) {
+    /// Gives a delivery back: nack with requeue, or (already acked) publish it again.
+    awaitable<void> requeue(const delivery& d, bool acked = false) {
+        std::string failure;
         try {
-            if (co_await broker_.nack(d, true)) ++stats_.requeued;
+            if (acked) {
+                co_await broker_.publish(d.env);
+                ++stats_.requeued;
+            } else if (co_await broker_.nack(d, true)) {
+                ++stats_.requeued;
+            }
         } catch (const std::exception& e) {
-            log_error(fmt::format("task {}: requeue failed ({}); it returns after its lease", d.env.id, e.what()));
+            failure = e.what();
         }
+        if (!failure.empty())
+            log_error(fmt::format("task {}: requeue failed ({}){}", d.env.id, failure,
+                                  acked ? "; it is lost unless the producer retries" : "; it returns after its lease"));
     }
 
     task_status make_status(const envelope& env, task_state s) const {
@@ -558,8 +629,8 @@ private:
         if (os_signals_) os_signals_->cancel();
         if (m == shutdown_mode::soft) {
             for (auto* a : active_) a->flags->cancel = true;
-            auto t = std::make_shared<boost::asio::steady_timer>(exec_, opts_.soft_shutdown_timeout);
-            t->async_wait([this, t](boost::system::error_code ec) {
+            soft_timer_ = std::make_unique<boost::asio::steady_timer>(exec_, opts_.soft_shutdown_timeout);
+            soft_timer_->async_wait([this](boost::system::error_code ec) {
                 if (!ec && running_ && !active_.empty()) begin_shutdown(shutdown_mode::hard);
             });
         } else if (m == shutdown_mode::hard) {
@@ -567,14 +638,14 @@ private:
                 if (a->abandoned) continue;
                 a->abandoned = true;
                 a->flags->cancel = true;
-                spawn_child(requeue_copy(*a->d));
+                spawn_child(requeue_copy(*a->d, a->acked));
                 if (a->cancel) a->cancel->emit(boost::asio::cancellation_type::terminal);
             }
         }
         idle_->notify();
     }
 
-    awaitable<void> requeue_copy(delivery d) { co_await requeue(d); }
+    awaitable<void> requeue_copy(delivery d, bool acked) { co_await requeue(d, acked); }
 
     // ------------------------------------------------------------ helpers
     void spawn_child(awaitable<void> a) {
@@ -647,6 +718,7 @@ private:
     std::unique_ptr<boost::asio::cancellation_signal> fetch_cancel_;
     boost::asio::steady_timer* heartbeat_timer_ = nullptr;
     boost::asio::signal_set* os_signals_ = nullptr;
+    std::unique_ptr<boost::asio::steady_timer> soft_timer_;  // soft → hard escalation
     std::unique_ptr<boost::asio::thread_pool> pool_;
     std::size_t pool_size_ = 0;
     worker_stats stats_;

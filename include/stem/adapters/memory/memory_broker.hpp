@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -22,6 +23,7 @@ namespace stem {
 /// Settings of a memory_broker.
 struct memory_broker_options {
     std::chrono::milliseconds default_visibility_timeout{30'000};  ///< lease when the envelope names none
+    std::size_t max_broadcast_backlog = 10'000;  ///< per channel; a subscriber further behind misses the oldest
 };
 
 /// A broker held in process memory. Copies share one store, so two copies act
@@ -63,6 +65,10 @@ public:
             std::lock_guard lk(s_->mu);
             auto& ch = s_->channels[channel];
             ch.log.push_back(std::move(e));
+            while (ch.log.size() > s_->opts.max_broadcast_backlog) {
+                ch.log.pop_front();
+                ++ch.base;
+            }
             s_->take_waiters(wake);
         }
         for (auto& w : wake) w->notify();
@@ -245,7 +251,9 @@ public:
     /// Removes every pending and delayed envelope of `queue`; returns how many.
     awaitable<std::uint64_t> purge(std::string queue) {
         std::lock_guard lk(s_->mu);
-        auto& q = s_->queue(queue);
+        auto it = s_->queues.find(queue);
+        if (it == s_->queues.end()) co_return 0;
+        auto& q = it->second;
         std::uint64_t n = q.ready_count + q.delayed.size();
         for (auto& b : q.ready) b.clear();
         q.ready_count = 0;
@@ -256,7 +264,9 @@ public:
     awaitable<queue_stats> stats(std::string queue) {
         std::lock_guard lk(s_->mu);
         s_->reclaim(clock::now());
-        auto& q = s_->queue(queue);
+        auto it = s_->queues.find(queue);
+        if (it == s_->queues.end()) co_return queue_stats{queue, 0, 0, 0, 0};
+        auto& q = it->second;
         co_return queue_stats{queue, q.ready_count, q.delayed.size(), q.inflight, q.dead.size()};
     }
 
@@ -393,6 +403,7 @@ private:
             for (auto& ch_name : sub.broadcasts) {
                 auto& ch = channels[ch_name];
                 auto [cur, inserted] = ch.cursors.emplace(sub.consumer, ch.base + ch.log.size());
+                cur->second = std::max(cur->second, ch.base);  // fell behind the backlog limit
                 while (cur->second < ch.base + ch.log.size() && out.size() < max) {
                     delivery d;
                     d.env = ch.log[cur->second - ch.base];
