@@ -1,5 +1,6 @@
 // Signals: ordering, isolation of throwing listeners, priorities, cancel, configuration.
 #include "support/async.hpp"
+#include "support/runtime.hpp"
 
 #include <stem/stem.hpp>
 
@@ -15,27 +16,18 @@ namespace asio = boost::asio;
 
 namespace {
 
-struct val_args {
-    int v = 0;
-};
-BOOST_DESCRIBE_STRUCT(val_args, (), (v))
+using val_args = stem_test::num_args;
 
 struct maybe_fails : stem::task_definition<val_args, int> {
     static constexpr std::string_view name = "test.maybe_fails";
     static constexpr stem::task_options options{.max_retries = 0};
     awaitable<int> operator()(stem::task_context&, val_args a) {
-        if (a.v < 0) throw std::invalid_argument("negative");
-        co_return a.v;
+        if (a.x < 0) throw std::invalid_argument("negative");
+        co_return a.x;
     }
 };
 
-stem::app_options opts() {
-    stem::app_options o;
-    o.worker.install_signal_handlers = false;
-    o.worker.concurrency = 1;
-    o.signals_from_env = false;
-    return o;
-}
+stem::app_options opts() { return stem_test::app_options(1); }
 
 }  // namespace
 

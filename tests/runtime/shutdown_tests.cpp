@@ -1,5 +1,6 @@
 // Warm, soft and hard shutdown: what happens to running and prefetched deliveries.
 #include "support/async.hpp"
+#include "support/runtime.hpp"
 
 #include <stem/stem.hpp>
 
@@ -18,10 +19,8 @@ namespace asio = boost::asio;
 
 namespace {
 
-struct wait_args {
-    int ms = 0;
-};
-BOOST_DESCRIBE_STRUCT(wait_args, (), (ms))
+/// `x`: how long the task runs, in milliseconds.
+using wait_args = stem_test::num_args;
 
 struct started_flag {
     std::shared_ptr<std::atomic<int>> started = std::make_shared<std::atomic<int>>(0);
@@ -34,10 +33,10 @@ struct timed_task : stem::task_definition<wait_args, int> {
     started_flag flags;
     awaitable<int> operator()(stem::task_context&, wait_args a) {
         ++*flags.started;
-        asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(a.ms));
+        asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(a.x));
         co_await t.async_wait(asio::use_awaitable);
         ++*flags.finished;
-        co_return a.ms;
+        co_return a.x;
     }
 };
 
@@ -47,25 +46,16 @@ struct cooperative_task : stem::task_definition<wait_args, int> {
     started_flag flags;
     awaitable<int> operator()(stem::task_context& ctx, wait_args a) {
         ++*flags.started;
-        for (int i = 0; i < a.ms / 10; ++i) {
+        for (int i = 0; i < a.x / 10; ++i) {
             ctx.checkpoint();
             co_await elapse(10ms);
         }
         ++*flags.finished;
-        co_return a.ms;
+        co_return a.x;
     }
 };
 
-stem::app_options opts(std::size_t concurrency) {
-    stem::app_options o;
-    o.worker.install_signal_handlers = false;
-    o.worker.concurrency = concurrency;
-    o.worker.prefetch_multiplier = 4;
-    o.worker.poll_wait = 100ms;
-    o.worker.soft_shutdown_timeout = 300ms;
-    o.signals_from_env = false;
-    return o;
-}
+stem::app_options opts(std::size_t concurrency) { return stem_test::app_options(concurrency); }
 
 awaitable<void> until(const std::function<bool()>& cond) {
     for (int i = 0; i < 500 && !cond(); ++i) co_await elapse(10ms);
@@ -189,9 +179,9 @@ struct early_ack_task : stem::task_definition<wait_args, int> {
     started_flag flags;
     awaitable<int> operator()(stem::task_context&, wait_args a) {
         ++*flags.started;
-        asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(a.ms));
+        asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(a.x));
         co_await t.async_wait(asio::use_awaitable);
-        co_return a.ms;
+        co_return a.x;
     }
 };
 }  // namespace

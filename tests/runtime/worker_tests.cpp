@@ -1,6 +1,7 @@
 // The worker and producer on the memory adapters: results, retries, dead letters,
 // time limits, pool execution, context helpers, shutdown modes, heartbeats.
 #include "support/async.hpp"
+#include "support/runtime.hpp"
 
 #include <stem/stem.hpp>
 
@@ -21,10 +22,7 @@ namespace asio = boost::asio;
 
 namespace {
 
-struct num_args {
-    int x = 0;
-};
-BOOST_DESCRIBE_STRUCT(num_args, (), (x))
+using stem_test::num_args;
 
 struct sum_args {
     std::vector<int> values;
@@ -37,15 +35,7 @@ struct sum_result {
 BOOST_DESCRIBE_STRUCT(sum_args, (), (values, label))
 BOOST_DESCRIBE_STRUCT(sum_result, (), (total, label))
 
-stem::app_options test_options() {
-    stem::app_options o;
-    o.worker.install_signal_handlers = false;
-    o.worker.concurrency = 4;
-    o.worker.poll_wait = 200ms;
-    o.worker.heartbeat_interval = 50ms;
-    o.signals_from_env = false;
-    return o;
-}
+stem::app_options test_options() { return stem_test::app_options(4); }
 
 constexpr stem::retry_policy fast_retry{.backoff = false, .default_delay = 20ms, .backoff_max = 1s, .jitter = false};
 

@@ -47,9 +47,6 @@ public:
         co_return false;
     }
 
-    /// Re-arms after a wake-up so the same waiter can wait again.
-    void reset() noexcept { fired_ = false; }
-
 private:
     bool consume() noexcept {
         fired_ = false;

@@ -16,7 +16,6 @@
 #include <cstdlib>
 #include <cstdio>
 #include <deque>
-#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -312,6 +311,7 @@ private:
                 if (stopping_) break;
                 log_error(fmt::format("heartbeat failed: {}", e.what()));
             }
+            if (stopping_) break;  // a shutdown that came during the write
             heartbeat_timer_ = &t;
             t.expires_after(opts_.heartbeat_interval);
             boost::system::error_code ec;
