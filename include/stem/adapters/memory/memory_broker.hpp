@@ -11,12 +11,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/this_coro.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 
 namespace stem {
 
@@ -315,7 +314,7 @@ private:
         memory_broker_options opts;
         std::mutex mu;
         std::map<std::string, queue_state, std::less<>> queues;
-        std::unordered_map<std::uint64_t, lease> inflight;
+        boost::unordered_flat_map<std::uint64_t, lease> inflight;  // small: at most what consumers hold
         std::vector<lease_ref> leases;  // min-heap; stale entries skipped
         std::map<std::string, channel_state, std::less<>> channels;
         std::vector<std::shared_ptr<detail::waiter>> waiters;
@@ -365,7 +364,7 @@ private:
                 inflight.erase(it);
             }
         }
-        std::unordered_map<std::uint64_t, lease>::iterator find_lease(const delivery& d) {
+        boost::unordered_flat_map<std::uint64_t, lease>::iterator find_lease(const delivery& d) {
             auto it = inflight.find(d.tag);
             if (it == inflight.end() || it->second.lease_expires < clock::now()) {
                 if (it != inflight.end()) {
