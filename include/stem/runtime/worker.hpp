@@ -6,6 +6,7 @@
 #include <stem/contracts/broker.hpp>
 #include <stem/contracts/result_backend.hpp>
 #include <stem/contracts/retry_strategy.hpp>
+#include <stem/detail/chunked_deque.hpp>
 #include <stem/observe/signals.hpp>
 #include <stem/runtime/registry.hpp>
 #include <stem/runtime/retry.hpp>
@@ -347,7 +348,7 @@ private:
         if (env.expires && *env.expires < now) {
             ++stats_.expired;
             task_error err{"expired", fmt::format("task expired at {} before it started", format_time(*env.expires)), {}, false};
-            auto st = make_status(env, task_state::cancelled);
+            auto st = make_status(env, task_state::cancelled, now);
             st.error = err;
             st.finished_at = now;
             co_await backend_.set(st, opts_.result_ttl);
@@ -384,9 +385,9 @@ private:
             ~unregister() { std::erase(w->active_, t); }
         } guard{this, &me};
 
-        auto started = clock::now();
+        auto started = now;
         if (opts_.track_started) {
-            auto st = make_status(env, task_state::running);
+            auto st = make_status(env, task_state::running, started);
             st.started_at = started;
             co_await backend_.set(std::move(st), opts_.result_ttl);
         }
@@ -413,10 +414,11 @@ private:
         co_await boost::asio::this_coro::reset_cancellation_state();
 
         if (result) {
-            auto st = make_status(env, task_state::succeeded);
+            auto finished = clock::now();
+            auto st = make_status(env, task_state::succeeded, finished);
             st.meta = ctx.meta();
             st.started_at = started;
-            st.finished_at = clock::now();
+            st.finished_at = finished;
             st.progress = 100;
             std::string encode_error;
             try {
@@ -599,7 +601,8 @@ private:
                                   acked ? "; it is lost unless the producer retries" : "; it returns after its lease"));
     }
 
-    task_status make_status(const envelope& env, task_state s) const {
+    /// A status for `env` stamped `at` (default: now).
+    task_status make_status(const envelope& env, task_state s, time_point at = {}) const {
         task_status st;
         st.id = env.id;
         st.name = env.name;
@@ -611,7 +614,7 @@ private:
         st.group_id = env.group_id;
         st.result_encoder = env.result_encoder;
         st.created_at = env.enqueued_at;
-        st.updated_at = clock::now();
+        st.updated_at = at == time_point{} ? clock::now() : at;
         return st;
     }
 
@@ -703,7 +706,7 @@ private:
     boost::asio::any_io_executor exec_;
     time_point started_at_{};
 
-    std::deque<delivery> buffer_;
+    detail::chunked_deque<delivery> buffer_;
     std::vector<active_task*> active_;  // tasks running now; each lives in its process() frame
     std::vector<boost::asio::cancellation_signal> slots_;  // one per concurrent task, reused
     std::vector<std::size_t> free_slots_;

@@ -47,7 +47,8 @@ public:
                 }
             }
             auto [it, inserted] = s_->statuses.try_emplace(st.id);
-            auto& e = it->second;
+            if (inserted) it->second = std::make_unique<entry>();
+            auto& e = *it->second;
             if (!inserted) s_->by_state[std::size_t(e.status.state)]--;
             s_->by_state[std::size_t(st.state)]++;
             e.expires = expires;
@@ -100,7 +101,8 @@ public:
         std::lock_guard lk(s_->mu);
         auto now = clock::now();
         std::vector<const task_status*> hits;
-        for (auto& [id, e] : s_->statuses) {
+        for (auto& [id, ep] : s_->statuses) {
+            const auto& e = *ep;
             if (e.expires <= now) continue;
             if (f.state && e.status.state != *f.state) continue;
             if (!f.name.empty() && e.status.name != f.name) continue;
@@ -217,8 +219,9 @@ private:
         explicit state(memory_backend_options o) : opts(o) {}
         memory_backend_options opts;
         std::mutex mu;
-        // Open addressing (Boost 1.81's flat map): no node per status, few cache misses.
-        boost::unordered_flat_map<std::string, entry> statuses;
+        // Open addressing (Boost 1.81's flat map) over boxed records: few cache misses per
+        // lookup, and growing the table moves pointers, not half-kilobyte statuses.
+        boost::unordered_flat_map<std::string, std::unique_ptr<entry>> statuses;
         std::array<std::uint64_t, 6> by_state{};  // may still count expired entries until the next sweep
         time_point next_sweep{};
         std::unordered_map<std::string, group_slot> groups;
@@ -229,12 +232,12 @@ private:
         std::optional<task_status> lookup(const std::string& id, time_point now) {
             auto it = statuses.find(id);
             if (it == statuses.end()) return std::nullopt;
-            if (it->second.expires <= now) {
-                by_state[std::size_t(it->second.status.state)]--;
+            if (it->second->expires <= now) {
+                by_state[std::size_t(it->second->status.state)]--;
                 statuses.erase(it);
                 return std::nullopt;
             }
-            return it->second.status;
+            return it->second->status;
         }
         group_slot* group(const std::string& id, time_point now) {
             auto it = groups.find(id);
@@ -251,8 +254,8 @@ private:
             if (!full && now < next_sweep) return;
             next_sweep = now + std::chrono::seconds(1);
             boost::unordered::erase_if(statuses, [&](const auto& kv) {
-                if (kv.second.expires > now) return false;
-                by_state[std::size_t(kv.second.status.state)]--;
+                if (kv.second->expires > now) return false;
+                by_state[std::size_t(kv.second->status.state)]--;
                 return true;
             });
             std::erase_if(groups, [&](auto& kv) { return kv.second.expires <= now; });

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stem/contracts/broker.hpp>
+#include <stem/detail/chunked_deque.hpp>
 #include <stem/detail/waiter.hpp>
 
 #include <algorithm>
@@ -288,7 +289,7 @@ private:
         bool operator>(const delayed_item& o) const { return std::tie(due, seq) > std::tie(o.due, o.seq); }
     };
     struct queue_state {
-        std::array<std::deque<envelope>, max_priority + 1> ready;
+        std::array<detail::chunked_deque<envelope>, max_priority + 1> ready;
         std::uint64_t ready_count = 0;
         std::vector<delayed_item> delayed;  // min-heap on (due, seq)
         std::deque<dead_letter_entry> dead;
@@ -305,7 +306,7 @@ private:
         bool operator>(const lease_ref& o) const { return std::tie(expires, tag) > std::tie(o.expires, o.tag); }
     };
     struct channel_state {
-        std::deque<envelope> log;
+        detail::chunked_deque<envelope> log;
         std::uint64_t base = 0;  // sequence number of log.front()
         std::map<std::string, std::uint64_t> cursors;
     };
@@ -417,7 +418,7 @@ private:
                 while (ch.base < low) { ch.log.pop_front(); ++ch.base; }
             }
         }
-        void grant(const std::string& qname, queue_state& q, std::deque<envelope>& bucket, time_point now,
+        void grant(const std::string& qname, queue_state& q, detail::chunked_deque<envelope>& bucket, time_point now,
                    std::vector<delivery>& out) {
             delivery d;
             d.env = std::move(bucket.front());
