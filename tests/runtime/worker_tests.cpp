@@ -597,3 +597,27 @@ TEST_CASE("runtime.worker: options from the environment, with clear errors for b
     CHECK(stem::worker_options::from_env(stem::worker_options{}).queues == std::vector<std::string>{"fallback"});
     ::unsetenv("STEM_DEFAULT_QUEUE");
 }
+
+TEST_CASE("runtime.app: an io_context run by several threads") {
+    asio::io_context io;
+    auto app = make_app(io, test_options(), sum_task{});
+    app->start();
+    std::atomic<int> ok{0};
+    constexpr int producers = 4, per_producer = 50;
+    std::atomic<int> finished{0};
+    for (int p = 0; p < producers; ++p) {
+        asio::co_spawn(io, [&, p]() -> awaitable<void> {
+            for (int i = 0; i < per_producer; ++i) {
+                sum_args args{{p, i}, std::nullopt};
+                auto h = co_await app->enqueue<sum_task>(args);
+                auto r = co_await h.wait(10s);
+                if (r.succeeded() && r.value->total == p + i) ++ok;
+            }
+            if (++finished == producers) co_await app->shutdown();
+        }, asio::detached);
+    }
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t) threads.emplace_back([&] { io.run(); });
+    for (auto& t : threads) t.join();
+    CHECK(ok == producers * per_producer);
+}

@@ -2,11 +2,14 @@
 // waiter.hpp — one coroutine waiting for a wake-up from any thread, with a deadline.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -15,20 +18,17 @@
 
 namespace stem::detail {
 
-/// A wake-up for one coroutine. `notify` may be called from any thread: it
-/// posts to the waiter's executor, so the waiting coroutine must run on a
-/// single-threaded executor or a strand (as every stem component does).
+/// A wake-up for one coroutine, safe from any thread and on any executor. The
+/// timer lives on a strand of the waiter's executor: `notify` posts to that strand,
+/// and `wait_until` enters it before arming the timer, so the two never overlap
+/// even when the waiting coroutine runs on a multi-threaded io_context.
 class waiter : public std::enable_shared_from_this<waiter> {
 public:
-    explicit waiter(boost::asio::any_io_executor ex) : timer_(std::move(ex)) {}
-
-    static boost::asio::awaitable<std::shared_ptr<waiter>> make() {
-        co_return std::make_shared<waiter>(co_await boost::asio::this_coro::executor);
-    }
+    explicit waiter(boost::asio::any_io_executor ex) : strand_(boost::asio::make_strand(std::move(ex))), timer_(strand_) {}
 
     /// Wakes the waiter (now, or as soon as it starts waiting).
     void notify() {
-        boost::asio::post(timer_.get_executor(), [self = shared_from_this()] {
+        boost::asio::post(strand_, [self = shared_from_this()] {
             self->fired_ = true;
             self->timer_.cancel();
         });
@@ -37,23 +37,21 @@ public:
     /// Waits until notified (true) or `deadline` (false). Cancellation of the
     /// calling coroutine throws operation_aborted.
     boost::asio::awaitable<bool> wait_until(std::chrono::steady_clock::time_point deadline) {
-        if (fired_) co_return consume();
+        co_await boost::asio::dispatch(strand_, boost::asio::use_awaitable);
+        if (fired_.exchange(false)) co_return true;
         timer_.expires_at(deadline);
         boost::system::error_code ec;
         co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
-        if (fired_) co_return consume();
+        if (fired_.exchange(false)) co_return true;
         if (ec == boost::asio::error::operation_aborted)
             throw boost::system::system_error(ec, "stem: wait cancelled");
         co_return false;
     }
 
 private:
-    bool consume() noexcept {
-        fired_ = false;
-        return true;
-    }
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
     boost::asio::steady_timer timer_;
-    bool fired_ = false;
+    std::atomic<bool> fired_{false};
 };
 
 /// Converts a wall-clock deadline to the steady clock for timers.

@@ -11,6 +11,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 
 namespace stem {
 
@@ -30,8 +31,9 @@ struct app_options {
 template <broker Broker, result_backend Backend, std::derived_from<task_registry> Tasks>
 class app {
 public:
+    /// The worker runs on a strand of `ex`, so `ex` may be an io_context run by many threads.
     app(boost::asio::any_io_executor ex, Broker b, Backend r, Tasks t, app_options o = {})
-        : ex_(std::move(ex)), broker_(std::move(b)), backend_(std::move(r)), tasks_(std::move(t)) {
+        : ex_(boost::asio::make_strand(std::move(ex))), broker_(std::move(b)), backend_(std::move(r)), tasks_(std::move(t)) {
         if (o.signals_from_env) signals_.configure_from_env();
         producer_ = std::make_unique<producer<Broker, Backend>>(broker_, backend_, signals_, encoders_);
         worker_opts_ = std::move(o.worker);

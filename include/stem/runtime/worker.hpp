@@ -124,7 +124,8 @@ struct worker_stats {
 };
 
 /// Runs the handlers of `Registry` on deliveries from `Broker`, recording outcomes in `Backend`.
-/// Runs on one executor: an io_context run by one thread, or a strand.
+/// Its coroutines must not run concurrently with each other: run it on an io_context run
+/// by one thread, or on a strand (stem::app does the latter).
 template <broker Broker, result_backend Backend>
 class worker : private detail::task_services {
 public:
@@ -249,6 +250,8 @@ private:
             } catch (const std::exception& e) {
                 consume_error = e.what();
             }
+            // Whatever arrived goes to the buffer first: on shutdown, run() gives it back.
+            for (auto& d : batch) buffer_.push_back(std::move(d));
             if (stopping_) break;
             if (!consume_error.empty()) {
                 // The broker is unreachable or failed: keep the loop alive with a capped backoff.
@@ -257,8 +260,6 @@ private:
                 backoff = std::min(backoff * 2, std::chrono::milliseconds{5000});
                 continue;
             }
-            for (auto& d : batch) buffer_.push_back(std::move(d));
-            if (stopping_) break;
             start_slots();
         }
     }

@@ -25,7 +25,7 @@ struct memory_backend_options {
 };
 
 /// A result backend held in process memory. Copies share one store.
-/// Thread-safe; waiting coroutines must run on single-threaded executors or strands.
+/// Thread-safe: any thread and any executor may call it (a mutex guards the store).
 class memory_backend {
 public:
     explicit memory_backend(memory_backend_options o = {}) : s_(std::make_shared<state>(o)) {}

@@ -28,7 +28,7 @@ struct memory_broker_options {
 
 /// A broker held in process memory. Copies share one store, so two copies act
 /// as two connections to the same broker (broadcast fan-out spans them).
-/// Thread-safe; waiting consumers must run on single-threaded executors or strands.
+/// Thread-safe: any thread and any executor may call it (a mutex guards the store).
 class memory_broker {
 public:
     explicit memory_broker(memory_broker_options o = {}) : s_(std::make_shared<state>(o)) {}
