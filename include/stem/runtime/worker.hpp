@@ -8,6 +8,7 @@
 #include <stem/contracts/retry_strategy.hpp>
 #include <stem/detail/chunked_deque.hpp>
 #include <stem/observe/signals.hpp>
+#include <stem/runtime/producer.hpp>
 #include <stem/runtime/registry.hpp>
 #include <stem/runtime/retry.hpp>
 #include <stem/runtime/task_context.hpp>
@@ -132,7 +133,7 @@ public:
     worker(Broker& b, Backend& r, const task_registry& reg, signals& sig, const payload_encoder_registry& enc,
            worker_options o = {})
         : broker_(b), backend_(r), registry_(reg), signals_(sig), encoders_(enc), opts_(std::move(o)),
-          results_(std::make_shared<detail::backend_results<Backend>>(r, enc)) {
+          producer_(b, r, sig, enc) {
         if (opts_.concurrency == 0) opts_.concurrency = std::max<std::size_t>(4, std::thread::hardware_concurrency());
         if (opts_.prefetch_multiplier == 0) opts_.prefetch_multiplier = 1;
         if (opts_.queues.empty() && opts_.broadcasts.empty())
@@ -677,12 +678,7 @@ private:
     }
 
     // task_services
-    awaitable<void> publish(envelope e) override {
-        signals_.before_task_publish.emit({e});
-        envelope copy = signals_.after_task_publish.has_listeners() ? e : envelope{};
-        co_await broker_.publish(std::move(e));
-        signals_.after_task_publish.emit({copy});
-    }
+    awaitable<void> publish(envelope e) override { return producer_.publish(std::move(e)); }
     awaitable<bool> extend_lease(const delivery& d, std::chrono::milliseconds by) override {
         return broker_.extend_lease(d, by);
     }
@@ -690,7 +686,7 @@ private:
     std::chrono::milliseconds lease_length(const envelope& e) const override {
         return e.visibility_timeout.value_or(opts_.default_visibility_timeout);
     }
-    const std::shared_ptr<detail::result_source>& results() const override { return results_; }
+    const std::shared_ptr<detail::result_source>& results() const override { return producer_.results(); }
     const payload_encoder_registry& encoders() const override { return encoders_; }
     boost::asio::any_io_executor executor() const override { return exec_; }
     const std::string& worker_id() const override { return info_.id; }
@@ -701,7 +697,7 @@ private:
     signals& signals_;
     const payload_encoder_registry& encoders_;
     worker_options opts_;
-    std::shared_ptr<detail::result_source> results_;
+    producer<Broker, Backend> producer_;  // follow-up enqueues from tasks, and their handles
     worker_info info_;
     subscription sub_;
     boost::asio::any_io_executor exec_;
