@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
 namespace stem {
@@ -59,6 +60,41 @@ struct worker_heartbeat {
     time_point sent_at{};
     boost::json::object extra{};
 };
+
+/// A heartbeat as JSON (for adapters that store documents).
+inline boost::json::object to_json(const worker_heartbeat& hb) {
+    boost::json::array queues;
+    for (auto& q : hb.queues) queues.emplace_back(q);
+    return {{"worker_id", hb.worker_id}, {"namespace", hb.namespace_}, {"host", hb.host}, {"pid", hb.pid},
+            {"queues", std::move(queues)}, {"inflight", hb.inflight}, {"processed", hb.processed},
+            {"concurrency", hb.concurrency}, {"started_at", format_time(hb.started_at)},
+            {"sent_at", format_time(hb.sent_at)}, {"extra", hb.extra}};
+}
+
+/// Reads what `to_json(worker_heartbeat)` wrote; malformed input throws naming the field.
+inline worker_heartbeat worker_heartbeat_from_json(const boost::json::value& v) {
+    if (!v.is_object()) throw error(errc::decode_failed, "worker_heartbeat: expected a JSON object");
+    detail::field_reader r(v.get_object(), "worker_heartbeat", errc::decode_failed);
+    worker_heartbeat hb;
+    hb.worker_id = r.string("worker_id");
+    hb.namespace_ = r.string_or("namespace", "stem");
+    hb.host = r.string_or("host", "");
+    hb.pid = r.integer_or("pid", 0);
+    if (auto* q = r.find("queues")) {
+        if (!q->is_array()) r.fail("queues", "expected array");
+        for (auto& x : q->get_array()) {
+            if (!x.is_string()) r.fail("queues", "expected strings");
+            hb.queues.emplace_back(x.get_string());
+        }
+    }
+    hb.inflight = std::uint64_t(r.integer_or("inflight", 0));
+    hb.processed = std::uint64_t(r.integer_or("processed", 0));
+    hb.concurrency = std::uint64_t(r.integer_or("concurrency", 0));
+    hb.started_at = r.time("started_at").value_or(time_point{});
+    hb.sent_at = r.time("sent_at").value_or(time_point{});
+    hb.extra = r.object_or_empty("extra");
+    return hb;
+}
 
 namespace detail {
 /// What an adapter implements to feed a status_watch.

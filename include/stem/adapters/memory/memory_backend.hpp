@@ -47,12 +47,13 @@ public:
                 }
             }
             auto [it, inserted] = s_->statuses.try_emplace(st.id);
-            if (inserted) it->second = std::make_unique<entry>();
-            auto& e = *it->second;
-            if (!inserted) s_->by_state[std::size_t(e.status.state)]--;
+            auto& e = it->second;
+            if (inserted) e.status = std::make_unique<task_status>();
+            else s_->by_state[std::size_t(e.state)]--;
             s_->by_state[std::size_t(st.state)]++;
             e.expires = expires;
-            e.status = std::move(st);
+            e.state = st.state;
+            *e.status = std::move(st);
         }
         for (auto& w : wake) w->notify();
         co_return;
@@ -101,12 +102,11 @@ public:
         std::lock_guard lk(s_->mu);
         auto now = clock::now();
         std::vector<const task_status*> hits;
-        for (auto& [id, ep] : s_->statuses) {
-            const auto& e = *ep;
+        for (auto& [id, e] : s_->statuses) {
             if (e.expires <= now) continue;
-            if (f.state && e.status.state != *f.state) continue;
-            if (!f.name.empty() && e.status.name != f.name) continue;
-            hits.push_back(&e.status);
+            if (f.state && e.state != *f.state) continue;
+            if (!f.name.empty() && e.status->name != f.name) continue;
+            hits.push_back(e.status.get());
         }
         std::sort(hits.begin(), hits.end(), [](auto* a, auto* b) {
             return std::tie(a->updated_at, a->id) < std::tie(b->updated_at, b->id);
@@ -208,8 +208,9 @@ private:
         std::shared_ptr<detail::waiter> w;
     };
     struct entry {
-        task_status status;
         time_point expires;
+        task_state state;
+        std::unique_ptr<task_status> status;
     };
     struct group_slot {
         group_record record;
@@ -220,8 +221,9 @@ private:
         memory_backend_options opts;
         std::mutex mu;
         // Open addressing (Boost 1.81's flat map) over boxed records: few cache misses per
-        // lookup, and growing the table moves pointers, not half-kilobyte statuses.
-        boost::unordered_flat_map<std::string, std::unique_ptr<entry>> statuses;
+        // lookup, growing the table moves pointers, not half-kilobyte statuses, and the
+        // sweep reads expiry and state without touching the records.
+        boost::unordered_flat_map<std::string, entry> statuses;
         std::array<std::uint64_t, 6> by_state{};  // may still count expired entries until the next sweep
         time_point next_sweep{};
         std::unordered_map<std::string, group_slot> groups;
@@ -232,12 +234,12 @@ private:
         std::optional<task_status> lookup(const std::string& id, time_point now) {
             auto it = statuses.find(id);
             if (it == statuses.end()) return std::nullopt;
-            if (it->second->expires <= now) {
-                by_state[std::size_t(it->second->status.state)]--;
+            if (it->second.expires <= now) {
+                by_state[std::size_t(it->second.state)]--;
                 statuses.erase(it);
                 return std::nullopt;
             }
-            return it->second->status;
+            return *it->second.status;
         }
         group_slot* group(const std::string& id, time_point now) {
             auto it = groups.find(id);
@@ -254,8 +256,8 @@ private:
             if (!full && now < next_sweep) return;
             next_sweep = now + std::chrono::seconds(1);
             boost::unordered::erase_if(statuses, [&](const auto& kv) {
-                if (kv.second->expires > now) return false;
-                by_state[std::size_t(kv.second->status.state)]--;
+                if (kv.second.expires > now) return false;
+                by_state[std::size_t(kv.second.state)]--;
                 return true;
             });
             std::erase_if(groups, [&](auto& kv) { return kv.second.expires <= now; });

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stem/contracts/broker.hpp>
+#include <stem/detail/broadcast_log.hpp>
 #include <stem/detail/chunked_deque.hpp>
 #include <stem/detail/waiter.hpp>
 
@@ -63,12 +64,7 @@ public:
         std::vector<std::shared_ptr<detail::waiter>> wake;
         {
             std::lock_guard lk(s_->mu);
-            auto& ch = s_->channels[channel];
-            ch.log.push_back(std::move(e));
-            while (ch.log.size() > s_->opts.max_broadcast_backlog) {
-                ch.log.pop_front();
-                ++ch.base;
-            }
+            s_->channels.append(channel, std::move(e));
             s_->take_waiters(wake);
         }
         for (auto& w : wake) w->notify();
@@ -305,19 +301,14 @@ private:
         std::uint64_t tag;
         bool operator>(const lease_ref& o) const { return std::tie(expires, tag) > std::tie(o.expires, o.tag); }
     };
-    struct channel_state {
-        detail::chunked_deque<envelope> log;
-        std::uint64_t base = 0;  // sequence number of log.front()
-        std::map<std::string, std::uint64_t> cursors;
-    };
     struct state {
-        explicit state(memory_broker_options o) : opts(o) {}
+        explicit state(memory_broker_options o) : opts(o), channels(o.max_broadcast_backlog) {}
         memory_broker_options opts;
         std::mutex mu;
         std::map<std::string, queue_state, std::less<>> queues;
         boost::unordered_flat_map<std::uint64_t, lease> inflight;  // small: at most what consumers hold
         std::vector<lease_ref> leases;  // min-heap; stale entries skipped
-        std::map<std::string, channel_state, std::less<>> channels;
+        detail::broadcast_log channels;
         std::vector<std::shared_ptr<detail::waiter>> waiters;
         std::uint64_t next_tag = 1;
         std::uint64_t next_seq = 0;
@@ -400,23 +391,7 @@ private:
                     }
                 }
             }
-            for (auto& ch_name : sub.broadcasts) {
-                auto& ch = channels[ch_name];
-                auto [cur, inserted] = ch.cursors.emplace(sub.consumer, ch.base + ch.log.size());
-                cur->second = std::max(cur->second, ch.base);  // fell behind the backlog limit
-                while (cur->second < ch.base + ch.log.size() && out.size() < max) {
-                    delivery d;
-                    d.env = ch.log[cur->second - ch.base];
-                    d.queue = ch_name;
-                    d.broadcast = true;
-                    out.push_back(std::move(d));
-                    ++cur->second;
-                }
-                // Drop what every known subscriber has read.
-                std::uint64_t low = ch.base + ch.log.size();
-                for (auto& [c, pos] : ch.cursors) low = std::min(low, pos);
-                while (ch.base < low) { ch.log.pop_front(); ++ch.base; }
-            }
+            channels.read(sub, max, out);
         }
         void grant(const std::string& qname, queue_state& q, detail::chunked_deque<envelope>& bucket, time_point now,
                    std::vector<delivery>& out) {
