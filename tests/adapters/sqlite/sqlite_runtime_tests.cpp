@@ -1,0 +1,180 @@
+// The worker on the SQLite adapters: a corrupt row is dead-lettered and the worker keeps
+// going; a worker process killed mid-task loses nothing (the task runs again after its
+// lease and completes); bad URLs are refused with a clear error.
+#include "support/async.hpp"
+#include "support/runtime.hpp"
+#include "support/temp_dir.hpp"
+
+#include <stem/adapters/url.hpp>
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+
+#include <SQLiteCpp/Database.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+using stem_test::awaitable;
+
+namespace {
+
+inline pid_t test_process = ::getpid();
+
+/// Runs for `x` ms in any process but the test's own (renewing its 1 s lease as it goes),
+/// at once in the test's process; returns the pid that ran it.
+struct sqlite_slow : stem::task_definition<stem_test::num_args, long> {
+    static constexpr std::string_view name = "sqlite.slow";
+    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
+    awaitable<long> operator()(stem::task_context& ctx, stem_test::num_args a) {
+        if (::getpid() != test_process) {
+            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+            for (int waited = 0; waited < a.x; waited += 200) {
+                t.expires_after(200ms);
+                co_await t.async_wait(boost::asio::use_awaitable);
+                co_await ctx.extend_lease(1000ms);
+            }
+        }
+        co_return long(::getpid());
+    }
+};
+
+struct sqlite_double : stem::task_definition<stem_test::num_args, int> {
+    static constexpr std::string_view name = "sqlite.double";
+    awaitable<int> operator()(stem::task_context&, stem_test::num_args a) { co_return a.x * 2; }
+};
+
+stem::sqlite_broker_options broker_opts(std::string path) {
+    stem::sqlite_broker_options o;
+    o.path = std::move(path);
+    o.poll_interval = 10ms;
+    return o;
+}
+stem::sqlite_backend_options backend_opts(std::string path) {
+    stem::sqlite_backend_options o;
+    o.path = std::move(path);
+    o.poll_interval = 10ms;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("adapters.sqlite: a corrupt row is dead-lettered with the reason and the worker keeps going") {
+    auto bpath = stem_test::scratch_file("broker"), rpath = stem_test::scratch_file("backend");
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)},
+                      stem::sqlite_backend{backend_opts(rpath)}, stem::tasks{sqlite_double{}}, stem_test::app_options(2)};
+        stem_test::num_args one{1}, two{2};
+        auto first = co_await app.enqueue<sqlite_double>(one);
+        auto second = co_await app.enqueue<sqlite_double>(two);
+        {
+            // Damage the first row behind stem's back, as a bad disk or a careless script might.
+            SQLite::Database raw(bpath, SQLite::OPEN_READWRITE);
+            raw.setBusyTimeout(5000);
+            SQLite::Statement q(raw, "UPDATE stem_jobs SET envelope = '{\"id\": 42, broken' WHERE id = ?");
+            q.bind(1, first.id());
+            CHECK(q.exec() == 1);
+        }
+        app.start();
+        auto r = co_await second.wait(10s);
+        CHECK(r.succeeded());
+        CHECK(*r.value == 4);
+        auto id = first.id();
+        auto dead = co_await app.get_broker().get_dead_letter(id);
+        REQUIRE(dead);
+        CHECK(dead->reason.starts_with("decode-error: "));
+        CHECK(dead->env.id == first.id());
+        auto stats = co_await app.get_broker().stats("default"s);
+        CHECK(stats.pending == 0);
+        CHECK(stats.inflight == 0);
+        CHECK(stats.dead == 1);
+        co_await app.shutdown();
+    });
+}
+
+TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs again after its lease and completes") {
+    auto bpath = stem_test::scratch_file("broker"), rpath = stem_test::scratch_file("backend");
+    std::string id;
+    // Enqueue, then let go of the files before forking (the child opens its own connection).
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)},
+                      stem::sqlite_backend{backend_opts(rpath)}, stem::tasks{sqlite_slow{}}, stem_test::app_options(1)};
+        stem_test::num_args long_run{30'000};
+        auto h = co_await app.enqueue<sqlite_slow>(long_run);
+        id = h.id();
+    });
+
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // the worker process that will be killed
+        try {
+            boost::asio::io_context io;
+            stem::app app{io, stem::sqlite_broker{broker_opts(bpath)}, stem::sqlite_backend{backend_opts(rpath)},
+                          stem::tasks{sqlite_slow{}}, stem_test::app_options(1)};
+            app.start();
+            io.run();
+        } catch (...) {
+        }
+        ::_exit(0);
+    }
+
+    stem_test::run([&]() -> awaitable<void> {
+        stem::sqlite_backend results{backend_opts(rpath)};
+        // Wait until the child runs the task, then kill it without warning.
+        std::optional<stem::task_status> st;
+        for (int i = 0; i < 200 && !(st && st->state == stem::task_state::running); ++i) {
+            co_await stem_test::elapse(50ms);
+            st = co_await results.get(id);
+        }
+        REQUIRE(st);
+        REQUIRE(st->state == stem::task_state::running);
+        ::kill(child, SIGKILL);
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        CHECK(WIFSIGNALED(status));
+
+        // A new worker: the task is leased to the dead one until its lease (≤ 1 s) runs out.
+        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)}, results,
+                      stem::tasks{sqlite_slow{}}, stem_test::app_options(1)};
+        auto started = std::chrono::steady_clock::now();
+        app.start();
+        auto done = co_await results.wait(id, 10s);
+        REQUIRE(done);
+        CHECK(done->state == stem::task_state::succeeded);
+        CHECK(done->result == std::to_string(::getpid()));
+        CHECK(std::chrono::steady_clock::now() - started < 5s);
+        auto stats = co_await app.get_broker().stats("default"s);
+        CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
+        co_await app.shutdown();
+    }, 30s);
+}
+
+TEST_CASE("adapters.url: bad URLs are refused with an error that names the problem") {
+    auto message = [](auto f) {
+        try {
+            f();
+        } catch (const stem::error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    CHECK(message([] { stem::make_broker("nonsense"); }).find("has no scheme") != std::string::npos);
+    CHECK(message([] { stem::make_broker("ftp://x"); }).find("unknown scheme 'ftp'") != std::string::npos);
+    CHECK(message([] { stem::make_broker("sqlite://"); }).find("no database file") != std::string::npos);
+    CHECK(message([] { stem::make_broker("sqlite://x.db?colour=red"); }).find("unknown parameter 'colour'") != std::string::npos);
+    CHECK(message([] { stem::make_broker("sqlite://x.db?poll_interval=soon"); }).find("poll_interval") != std::string::npos);
+    CHECK(message([] { stem::make_backend("sqlite://x.db?namespace=1bad"); }).find("namespace '1bad'") != std::string::npos);
+    CHECK(message([] { stem::make_broker("memory://?visibility_timeout=2s"); }) == "(no error)");
+}
+
+TEST_CASE("adapters.url: the embedded default applies when no URL is configured") {
+    ::unsetenv("STEM_BROKER_URL");
+    ::setenv("STEM_RESULT_BACKEND_URL", "memory://", 1);
+    auto u = stem::adapter_urls::from_env();
+    CHECK(u.broker == "sqlite://.stem/broker.db");
+    CHECK(u.backend == "memory://");
+    ::unsetenv("STEM_RESULT_BACKEND_URL");
+    CHECK(stem::adapter_urls::from_env().backend == "sqlite://.stem/backend.db");
+}
