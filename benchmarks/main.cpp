@@ -1,19 +1,26 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
-//   stem-bench [--broker memory] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
+//   stem-bench [--broker memory|sqlite] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
 //              [--concurrency N] [--prefetch N] [--no-track-started]
+//
+// sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
+// directory under $TMPDIR, removed afterwards); each measure starts from empty files.
 //
 // enqueue: typed enqueues per second (one publish per task).
 // drain:   N no-op tasks queued beforehand, then run by a worker with results stored; tasks/s.
 // latency: one task at a time, enqueue to result in hand; p50/p99 in ms.
+#include <stem/adapters/sqlite.hpp>
 #include <stem/stem.hpp>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -90,8 +97,8 @@ settings parse_args(int argc, char** argv) {
     }
     if (s.measure != "enqueue" && s.measure != "drain" && s.measure != "latency" && s.measure != "all")
         usage_error(fmt::format("unknown measure '{}'", s.measure));
-    if (s.broker != "memory")
-        usage_error(fmt::format("broker '{}' is not built into this stem-bench yet (available: memory)", s.broker));
+    if (s.broker != "memory" && s.broker != "sqlite")
+        usage_error(fmt::format("broker '{}' is not built into this stem-bench yet (available: memory, sqlite)", s.broker));
     return s;
 }
 
@@ -109,17 +116,32 @@ void print_line(const settings& s, std::string_view measure, double value, std::
     std::fflush(stdout);
 }
 
-template <class App>
-void run_on(asio::io_context& io, App& app, std::function<asio::awaitable<void>()> body) {
+void run_on(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
     std::exception_ptr failure;
     asio::co_spawn(io, body(), [&](std::exception_ptr ep) { failure = ep; });
     io.restart();
     io.run();
     if (failure) std::rethrow_exception(failure);
-    (void)app;
 }
 
-auto make_app(asio::io_context& io, const settings& s, bench_state& st) {
+/// Fresh SQLite files for one measure, removed when it ends.
+struct sqlite_files {
+    std::filesystem::path dir;
+    explicit sqlite_files(const settings& s) {
+        static int n = 0;
+        auto base = s.url.empty() ? std::filesystem::temp_directory_path() / fmt::format("stem-bench-{}", ::getpid())
+                                  : std::filesystem::path(s.url);
+        dir = base / fmt::format("run-{}", ++n);
+        std::filesystem::remove_all(dir);
+        std::filesystem::create_directories(dir);
+    }
+    ~sqlite_files() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+};
+
+stem::app_options bench_options(const settings& s) {
     stem::app_options o;
     o.worker.install_signal_handlers = false;
     o.worker.concurrency = s.concurrency;
@@ -127,8 +149,30 @@ auto make_app(asio::io_context& io, const settings& s, bench_state& st) {
     o.worker.track_started = s.track_started;
     o.worker.heartbeat_interval = 60s;
     o.signals_from_env = false;
-    return std::make_unique<stem::app<stem::memory_broker, stem::memory_backend, stem::tasks<noop>>>(
-        io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{noop{{}, &st}}, o);
+    return o;
+}
+
+template <class Broker, class Backend>
+auto make_app(asio::io_context& io, const settings& s, bench_state& st, Broker b, Backend r) {
+    return std::make_unique<stem::app<Broker, Backend, stem::tasks<noop>>>(io, std::move(b), std::move(r),
+                                                                           stem::tasks{noop{{}, &st}}, bench_options(s));
+}
+
+/// Runs `measure(app)` on a fresh app for the chosen broker.
+template <class Measure>
+void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure measure) {
+    if (s.broker == "sqlite") {
+        sqlite_files files(s);
+        stem::sqlite_broker_options bo;
+        bo.path = (files.dir / "broker.db").string();
+        stem::sqlite_backend_options ro;
+        ro.path = (files.dir / "backend.db").string();
+        auto app = make_app(io, s, st, stem::sqlite_broker{bo}, stem::sqlite_backend{ro});
+        measure(*app);
+        return;
+    }
+    auto app = make_app(io, s, st, stem::memory_broker{}, stem::memory_backend{});
+    measure(*app);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0, std::chrono::steady_clock::time_point t1) {
@@ -138,13 +182,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0, std::chrono::stea
 void measure_enqueue(const settings& s) {
     asio::io_context io;
     bench_state st;
-    auto app = make_app(io, s, st);
-    run_on(io, *app, [&]() -> asio::awaitable<void> {
+    with_app(io, s, st, [&](auto& a) {
+    auto* app = &a;
+    run_on(io, [&]() -> asio::awaitable<void> {
         noop_args args{1};
         auto t0 = std::chrono::steady_clock::now();
         for (std::size_t i = 0; i < s.tasks; ++i) co_await app->template enqueue<noop>(args);
         auto t1 = std::chrono::steady_clock::now();
         print_line(s, "enqueue", double(s.tasks) / seconds_since(t0, t1), "tasks/s");
+    });
     });
 }
 
@@ -152,8 +198,9 @@ void measure_drain(const settings& s) {
     asio::io_context io;
     bench_state st;
     st.target = s.tasks;
-    auto app = make_app(io, s, st);
-    run_on(io, *app, [&]() -> asio::awaitable<void> {
+    with_app(io, s, st, [&](auto& a) {
+    auto* app = &a;
+    run_on(io, [&]() -> asio::awaitable<void> {
         std::vector<noop_args> batch(s.tasks, noop_args{1});
         co_await app->template enqueue_batch<noop>(batch);
         auto waiter = std::make_shared<stem::detail::waiter>(co_await asio::this_coro::executor);
@@ -171,17 +218,18 @@ void measure_drain(const settings& s) {
         auto done = co_await app->get_backend().count(stem::task_state::succeeded);
         if (done != s.tasks) throw std::runtime_error(fmt::format("only {} results stored of {}", done, s.tasks));
         print_line(s, "drain", double(s.tasks) / seconds_since(t0, st.finished), "tasks/s");
-        if (std::getenv("STEM_BENCH_QUICK_EXIT")) std::_Exit(0);
         co_await app->shutdown();
+    });
     });
 }
 
 void measure_latency(const settings& s) {
     asio::io_context io;
     bench_state st;
-    auto app = make_app(io, s, st);
+    with_app(io, s, st, [&](auto& a) {
+    auto* app = &a;
     std::size_t rounds = std::min<std::size_t>(s.tasks, 20'000);
-    run_on(io, *app, [&]() -> asio::awaitable<void> {
+    run_on(io, [&]() -> asio::awaitable<void> {
         app->start();
         std::vector<double> ms;
         ms.reserve(rounds);
@@ -198,6 +246,7 @@ void measure_latency(const settings& s) {
         double p50 = ms[ms.size() / 2], p99 = ms[std::min(ms.size() - 1, ms.size() * 99 / 100)];
         print_line(s, "latency", p50, "ms", {{"p50_ms", p50}, {"p99_ms", p99}, {"rounds", rounds}});
         co_await app->shutdown();
+    });
     });
 }
 

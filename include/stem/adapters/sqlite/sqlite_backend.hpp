@@ -56,7 +56,7 @@ public:
         std::string text = boost::json::serialize(to_json(st));
         auto expires = to_unix_micros(now + ttl.value_or(s->opts.default_ttl));
         auto now_us = to_unix_micros(now);
-        co_await s->db->run([s = s.get(), &st, &text, expires, now_us](detail::sqlite::connection& c) {
+        co_await s->db->run_single([s = s.get(), &st, &text, expires, now_us](detail::sqlite::connection& c) {
             s->cleanup(c, now_us);
             auto& q = c.query(s->sql.set);
             q.bind(1, st.id);
@@ -206,7 +206,7 @@ public:
     awaitable<bool> claim_chord(std::string group_id) {
         auto s = s_;
         auto now = to_unix_micros(clock::now());
-        co_return co_await s->db->run([s = s.get(), &group_id, now](detail::sqlite::connection& c) {
+        co_return co_await s->db->run_single([s = s.get(), &group_id, now](detail::sqlite::connection& c) {
             auto& q = c.query(s->sql.group_claim);
             q.bind(1, group_id);
             q.bind(2, now);
@@ -218,7 +218,7 @@ public:
         auto s = s_;
         std::string text = boost::json::serialize(to_json(hb));
         auto expires = to_unix_micros(clock::now() + ttl);
-        co_await s->db->run([s = s.get(), &hb, &text, expires](detail::sqlite::connection& c) {
+        co_await s->db->run_single([s = s.get(), &hb, &text, expires](detail::sqlite::connection& c) {
             auto& q = c.query(s->sql.heartbeat_set);
             q.bind(1, hb.worker_id);
             q.bind(2, expires);

@@ -55,7 +55,7 @@ public:
         auto s = s_;
         std::string text = serialize(e);
         auto now = to_unix_micros(clock::now());
-        co_await s->db->run([s = s.get(), &e, &text, now](detail::sqlite::connection& c) { s->insert(c, e, text, now); });
+        co_await s->db->run_single([s = s.get(), &e, &text, now](detail::sqlite::connection& c) { s->insert(c, e, text, now); });
         s->wake();
     }
 
@@ -117,7 +117,7 @@ public:
         if (d.broadcast) co_return true;
         auto s = s_;
         std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
-        co_return co_await s->db->run([s = s.get(), seq, token](detail::sqlite::connection& c) {
+        co_return co_await s->db->run_single([s = s.get(), seq, token](detail::sqlite::connection& c) {
             auto& q = c.query(s->sql.ack);
             q.bind(1, seq);
             q.bind(2, token);
@@ -130,7 +130,7 @@ public:
         auto s = s_;
         std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
         auto now = to_unix_micros(clock::now());
-        bool ok = co_await s->db->run([s = s.get(), seq, token, requeue, now](detail::sqlite::connection& c) {
+        bool ok = co_await s->db->run_single([s = s.get(), seq, token, requeue, now](detail::sqlite::connection& c) {
             auto& q = c.query(requeue ? s->sql.requeue : s->sql.ack);
             q.bind(1, seq);
             q.bind(2, token);
@@ -146,7 +146,7 @@ public:
         auto s = s_;
         std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
         auto until = to_unix_micros(clock::now() + by);
-        co_return co_await s->db->run([s = s.get(), seq, token, until](detail::sqlite::connection& c) {
+        co_return co_await s->db->run_single([s = s.get(), seq, token, until](detail::sqlite::connection& c) {
             auto& q = c.query(s->sql.extend);
             q.bind(1, until);
             q.bind(2, seq);
@@ -162,7 +162,7 @@ public:
         std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
         std::string text = serialize(next);
         auto now = to_unix_micros(clock::now());
-        bool ok = co_await s->db->run([s = s.get(), seq, token, &next, &text, now](detail::sqlite::connection& c) {
+        bool ok = co_await s->db->run_single([s = s.get(), seq, token, &next, &text, now](detail::sqlite::connection& c) {
             auto& q = c.query(s->sql.retry);
             q.bind(1, next.id);
             q.bind(2, next.queue);
@@ -270,7 +270,7 @@ public:
     awaitable<std::uint64_t> purge(std::string queue) {
         auto s = s_;
         auto now = to_unix_micros(clock::now());
-        co_return co_await s->db->run([s = s.get(), &queue, now](detail::sqlite::connection& c) {
+        co_return co_await s->db->run_single([s = s.get(), &queue, now](detail::sqlite::connection& c) {
             auto& q = c.query(s->sql.purge);
             q.bind(1, queue);
             q.bind(2, now);

@@ -117,20 +117,14 @@ public:
     /// (or a failed commit) is rethrown to the caller.
     template <class F>
     auto run(F f) {
-        using R = std::invoke_result_t<F&, connection&>;
-        if constexpr (std::is_void_v<R>) {
-            return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr)>(
-                [this](auto handler, F fn) {
-                    submit(std::make_unique<job_impl<F, decltype(handler), void>>(std::move(fn), std::move(handler)));
-                },
-                boost::asio::use_awaitable, std::move(f));
-        } else {
-            return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
-                [this](auto handler, F fn) {
-                    submit(std::make_unique<job_impl<F, decltype(handler), R>>(std::move(fn), std::move(handler)));
-                },
-                boost::asio::use_awaitable, std::move(f));
-        }
+        return submit_job<true>(std::move(f));
+    }
+
+    /// As `run`, for a job whose statements need not be undone together (typically one
+    /// statement: SQLite undoes a failed statement by itself), so it needs no savepoint.
+    template <class F>
+    auto run_single(F f) {
+        return submit_job<false>(std::move(f));
     }
 
     /// Runs `f(connection&)` now on the calling thread, in its own transaction
@@ -144,7 +138,26 @@ public:
     }
 
 private:
+    template <bool Savepoint, class F>
+    auto submit_job(F f) {
+        using R = std::invoke_result_t<F&, connection&>;
+        if constexpr (std::is_void_v<R>) {
+            return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr)>(
+                [this](auto handler, F fn) {
+                    submit(std::make_unique<job_impl<F, decltype(handler), void>>(std::move(fn), std::move(handler)), Savepoint);
+                },
+                boost::asio::use_awaitable, std::move(f));
+        } else {
+            return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
+                [this](auto handler, F fn) {
+                    submit(std::make_unique<job_impl<F, decltype(handler), R>>(std::move(fn), std::move(handler)), Savepoint);
+                },
+                boost::asio::use_awaitable, std::move(f));
+        }
+    }
+
     struct job {
+        bool savepoint = true;
         virtual ~job() = default;
         /// Runs the job; false when it threw (its failure is kept for the caller).
         virtual bool execute(connection& c) noexcept = 0;
@@ -174,7 +187,9 @@ private:
             if (!failure) failure = e;
         }
         void finish(std::unique_ptr<job> self) override {
-            auto ex = work;
+            // An untracked copy: this thread must not hold the caller's io_context once the
+            // handler may have run (the tracked `work` goes with the job, on the caller's side).
+            auto ex = boost::asio::prefer(work, boost::asio::execution::outstanding_work.untracked);
             boost::asio::post(ex, [self = std::move(self)]() mutable {
                 auto& j = static_cast<job_impl&>(*self);
                 auto h = std::move(j.handler);
@@ -211,7 +226,8 @@ private:
         thread_ = std::thread([this] { loop(); });
     }
 
-    void submit(std::unique_ptr<job> j) {
+    void submit(std::unique_ptr<job> j, bool savepoint) {
+        j->savepoint = savepoint;
         {
             std::lock_guard lk(mu_);
             queue_.push_back(std::move(j));
@@ -252,6 +268,10 @@ private:
         // Each job in its own savepoint: a job that throws rolls back its own changes only.
         for (auto& j : batch) {
             try {
+                if (!j->savepoint) {
+                    j->execute(*conn_);
+                    continue;
+                }
                 conn_->exec("SAVEPOINT job");
                 if (!j->execute(*conn_)) conn_->exec("ROLLBACK TO job");
                 conn_->exec("RELEASE job");
