@@ -1,14 +1,16 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
-//   stem-bench [--broker memory|sqlite] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
+//   stem-bench [--broker memory|sqlite|postgres] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
 //              [--concurrency N] [--prefetch N] [--no-track-started]
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
 // directory under $TMPDIR, removed afterwards); each measure starts from empty files.
+// postgres: --url names the server (required); each measure uses tables of a fresh namespace.
 //
 // enqueue: typed enqueues per second (one publish per task).
 // drain:   N no-op tasks queued beforehand, then run by a worker with results stored; tasks/s.
 // latency: one task at a time, enqueue to result in hand; p50/p99 in ms.
+#include <stem/adapters/postgres.hpp>
 #include <stem/adapters/sqlite.hpp>
 #include <stem/stem.hpp>
 
@@ -64,7 +66,7 @@ struct settings {
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
-    std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory] [--url URL] [--tasks N] "
+    std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres] [--url URL] [--tasks N] "
                          "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started]\n",
                  msg.c_str());
     std::exit(2);
@@ -97,8 +99,9 @@ settings parse_args(int argc, char** argv) {
     }
     if (s.measure != "enqueue" && s.measure != "drain" && s.measure != "latency" && s.measure != "all")
         usage_error(fmt::format("unknown measure '{}'", s.measure));
-    if (s.broker != "memory" && s.broker != "sqlite")
-        usage_error(fmt::format("broker '{}' is not built into this stem-bench yet (available: memory, sqlite)", s.broker));
+    if (s.broker != "memory" && s.broker != "sqlite" && s.broker != "postgres")
+        usage_error(fmt::format("broker '{}' is not built into this stem-bench yet (available: memory, sqlite, postgres)", s.broker));
+    if (s.broker == "postgres" && s.url.empty()) usage_error("--broker postgres needs --url postgresql://...");
     return s;
 }
 
@@ -118,20 +121,24 @@ void print_line(const settings& s, std::string_view measure, double value, std::
 
 void run_on(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
     std::exception_ptr failure;
-    asio::co_spawn(io, body(), [&](std::exception_ptr ep) { failure = ep; });
+    asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
+        failure = ep;
+        if (ep) io.stop();  // a failed measure leaves its worker running: stop everything
+    });
     io.restart();
     io.run();
     if (failure) std::rethrow_exception(failure);
 }
 
+int measure_number = 0;  // names each measure's fresh store
+
 /// Fresh SQLite files for one measure, removed when it ends.
 struct sqlite_files {
     std::filesystem::path dir;
     explicit sqlite_files(const settings& s) {
-        static int n = 0;
         auto base = s.url.empty() ? std::filesystem::temp_directory_path() / fmt::format("stem-bench-{}", ::getpid())
                                   : std::filesystem::path(s.url);
-        dir = base / fmt::format("run-{}", ++n);
+        dir = base / fmt::format("run-{}", ++measure_number);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir);
     }
@@ -161,6 +168,17 @@ auto make_app(asio::io_context& io, const settings& s, bench_state& st, Broker b
 /// Runs `measure(app)` on a fresh app for the chosen broker.
 template <class Measure>
 void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure measure) {
+    if (s.broker == "postgres") {
+        stem::postgres_broker_options bo;
+        bo.conninfo = s.url;
+        bo.namespace_ = fmt::format("bench_{}_{}", ::getpid(), ++measure_number);
+        stem::postgres_backend_options ro;
+        ro.conninfo = s.url;
+        ro.namespace_ = bo.namespace_;
+        auto app = make_app(io, s, st, stem::postgres_broker{bo}, stem::postgres_backend{ro});
+        measure(*app);
+        return;
+    }
     if (s.broker == "sqlite") {
         sqlite_files files(s);
         stem::sqlite_broker_options bo;

@@ -111,8 +111,8 @@ stem_configure_build() {
 # ---------------------------------------------------------------------------
 # Test servers: private redis-server and PostgreSQL instances on loopback.
 #
-# Opt-in: scripts/test starts them only when STEM_TEST_SERVERS=1, and always
-# calls stem_stop_servers from its EXIT trap. Each start function exports the
+# scripts/test starts them unless STEM_TEST_SERVERS=0, and always calls
+# stem_stop_servers from its EXIT trap. Each start function exports the
 # URL the tests read:
 #   STEM_TEST_REDIS_URL     redis://127.0.0.1:$STEM_TEST_REDIS_PORT/0   (default port 6390)
 #   STEM_TEST_POSTGRES_URL  postgresql://USER@127.0.0.1:$STEM_TEST_PG_PORT/stem_test (default 5439)
@@ -258,6 +258,10 @@ EOF
     return 1
   fi
   export STEM_TEST_POSTGRES_URL="postgresql://$user@127.0.0.1:$port/stem_test"
+  # For the fault test that restarts the server mid-run (same data, same port).
+  local as_owner=""
+  [[ "$(id -u)" -eq 0 ]] && as_owner="runuser -u postgres --"
+  export STEM_TEST_POSTGRES_RESTART="cd '$_stem_pg_dir' && $as_owner env LC_ALL=C '$_stem_pg_bin/pg_ctl' -D '$data' -l '$_stem_pg_dir/postgres.log' -m fast -w -t 30 restart >/dev/null"
   stem_log "postgres up (pid $_stem_pg_pid): $STEM_TEST_POSTGRES_URL"
 }
 
@@ -286,8 +290,9 @@ stem_stop_servers() {
   unset STEM_TEST_REDIS_URL
 
   if [[ -n "$_stem_pg_dir" ]]; then
-    # A start that failed half-way may still have left a postmaster running.
-    if [[ -z "$_stem_pg_pid" && -s "$_stem_pg_dir/data/postmaster.pid" ]]; then
+    # A start that failed half-way may still have left a postmaster running, and a
+    # test may have restarted it (a new PID): the pid file knows.
+    if [[ -s "$_stem_pg_dir/data/postmaster.pid" ]]; then
       _stem_pg_pid="$(head -n 1 "$_stem_pg_dir/data/postmaster.pid" 2>/dev/null || true)"
     fi
     if [[ -n "$_stem_pg_pid" ]]; then
@@ -303,5 +308,5 @@ stem_stop_servers() {
     rm -rf -- "$_stem_pg_dir"
   fi
   _stem_pg_pid="" _stem_pg_dir=""
-  unset STEM_TEST_POSTGRES_URL
+  unset STEM_TEST_POSTGRES_URL STEM_TEST_POSTGRES_RESTART
 }

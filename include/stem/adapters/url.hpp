@@ -5,7 +5,11 @@
 //   sqlite://.stem/broker.db          a file, relative to the working directory
 //   sqlite:///var/lib/app/broker.db   an absolute path
 //   sqlite://jobs.db?namespace=app&poll_interval=20ms&visibility_timeout=1m
+//   postgresql://user:secret@db.example:5432/app?sslmode=require&namespace=app
+//                                     (needs stem::postgres; parameters stem does not know
+//                                      go to libpq)
 //
+// Error messages never show a password.
 // With no URL configured (API, or STEM_BROKER_URL / STEM_RESULT_BACKEND_URL), stem
 // uses sqlite://.stem/broker.db and sqlite://.stem/backend.db.
 #pragma once
@@ -15,6 +19,10 @@
 #include <stem/contracts/any_backend.hpp>
 #include <stem/contracts/any_broker.hpp>
 #include <stem/core/duration.hpp>
+#include <stem/detail/redact.hpp>
+#if defined(STEM_HAS_POSTGRES)
+#include <stem/adapters/postgres.hpp>
+#endif
 
 #include <cstdlib>
 #include <functional>
@@ -48,17 +56,20 @@ struct adapter_urls {
 namespace detail {
 
 struct parsed_url {
+    std::string shown;                            ///< the URL without its password, for messages
     std::string scheme;
     std::string rest;                             ///< after "scheme://", before '?'
     std::map<std::string, std::string> params;    ///< decoded query parameters
+    std::map<std::string, std::string> raw;       ///< the same parameters as written ("k=v")
 };
 
 inline parsed_url split_url(std::string_view url) {
+    parsed_url p;
+    p.shown = redact_password(url);
     auto sep = url.find("://");
     if (sep == std::string_view::npos || sep == 0)
         throw error(errc::invalid_argument,
-                    fmt::format("adapter URL '{}' has no scheme (expected e.g. sqlite://path or memory://)", url));
-    parsed_url p;
+                    fmt::format("adapter URL '{}' has no scheme (expected e.g. sqlite://path or memory://)", p.shown));
     p.scheme = std::string(url.substr(0, sep));
     auto body = url.substr(sep + 3);
     auto q = body.find('?');
@@ -66,14 +77,15 @@ inline parsed_url split_url(std::string_view url) {
     if (q != std::string_view::npos) {
         auto params = boost::urls::parse_query(body.substr(q + 1));
         if (!params)
-            throw error(errc::invalid_argument, fmt::format("adapter URL '{}': malformed query: {}", url, params.error().message()));
+            throw error(errc::invalid_argument, fmt::format("adapter URL '{}': malformed query: {}", p.shown, params.error().message()));
         for (auto param : *params) {
             std::string key, value;
             param.key.decode({}, boost::urls::string_token::assign_to(key));
             if (!param.has_value)
-                throw error(errc::invalid_argument, fmt::format("adapter URL '{}': parameter '{}' has no value", url, key));
+                throw error(errc::invalid_argument, fmt::format("adapter URL '{}': parameter '{}' has no value", p.shown, key));
             param.value.decode({}, boost::urls::string_token::assign_to(value));
             p.params[key] = value;
+            p.raw[key] = std::string(param.key) + "=" + std::string(param.value);
         }
     }
     return p;
@@ -82,7 +94,7 @@ inline parsed_url split_url(std::string_view url) {
 /// Reads the query parameters an adapter knows; any other one is an error naming it.
 class url_params {
 public:
-    url_params(const parsed_url& u, std::string_view url) : u_(u), url_(url) {}
+    explicit url_params(const parsed_url& u) : u_(u), url_(u.shown) {}
     void duration(const char* key, std::chrono::milliseconds& out) {
         if (auto* v = take(key)) {
             try {
@@ -94,6 +106,27 @@ public:
     }
     void text(const char* key, std::string& out) {
         if (auto* v = take(key)) out = *v;
+    }
+    void count(const char* key, std::size_t& out) {
+        if (auto* v = take(key)) {
+            char* end = nullptr;
+            auto n = std::strtoull(v->c_str(), &end, 10);
+            if (v->empty() || *end || n == 0 || n > 1000)
+                throw error(errc::invalid_argument, fmt::format("adapter URL '{}': {}: expected 1-1000, got '{}'", url_, key, *v));
+            out = std::size_t(n);
+        }
+    }
+    /// The URL without the parameters taken so far (what a client library receives).
+    std::string rest_of_url() const {
+        std::string out = u_.scheme + "://" + u_.rest;
+        char sep = '?';
+        for (auto& [k, piece] : u_.raw)
+            if (!used_.contains(k)) {
+                out += sep;
+                out += piece;
+                sep = '&';
+            }
+        return out;
     }
     void finish() const {
         for (auto& [k, v] : u_.params)
@@ -113,17 +146,22 @@ private:
     std::set<std::string> used_;
 };
 
-inline std::string sqlite_path(const parsed_url& u, std::string_view url) {
-    if (u.rest.empty()) throw error(errc::invalid_argument, fmt::format("adapter URL '{}': no database file named", url));
+inline std::string sqlite_path(const parsed_url& u) {
+    if (u.rest.empty()) throw error(errc::invalid_argument, fmt::format("adapter URL '{}': no database file named", u.shown));
     return u.rest;
 }
 
-[[noreturn]] inline void unsupported_scheme(const parsed_url& u, std::string_view url) {
-    if (u.scheme == "redis" || u.scheme == "rediss" || u.scheme == "postgres" || u.scheme == "postgresql")
+inline bool is_postgres(const parsed_url& u) { return u.scheme == "postgres" || u.scheme == "postgresql"; }
+
+[[noreturn]] inline void unsupported_scheme(const parsed_url& u) {
+    if (is_postgres(u))
+        throw error(errc::unsupported, fmt::format("adapter URL '{}': this program was built without the PostgreSQL "
+                                                   "adapter (link the CMake target stem::postgres)", u.shown));
+    if (u.scheme == "redis" || u.scheme == "rediss")
         throw error(errc::unsupported,
-                    fmt::format("adapter URL '{}': the {} adapter is not part of this version of stem", url, u.scheme));
+                    fmt::format("adapter URL '{}': the {} adapter is not part of this version of stem", u.shown, u.scheme));
     throw error(errc::invalid_argument,
-                fmt::format("adapter URL '{}': unknown scheme '{}' (known: memory, sqlite)", url, u.scheme));
+                fmt::format("adapter URL '{}': unknown scheme '{}' (known: memory, sqlite, postgres)", u.shown, u.scheme));
 }
 
 }  // namespace detail
@@ -131,7 +169,7 @@ inline std::string sqlite_path(const parsed_url& u, std::string_view url) {
 /// A broker for `url` (see the top of this header). Bad URLs throw stem::error naming the problem.
 inline any_broker make_broker(std::string_view url) {
     auto u = detail::split_url(url);
-    detail::url_params p(u, url);
+    detail::url_params p(u);
     if (u.scheme == "memory") {
         memory_broker_options o;
         p.duration("visibility_timeout", o.default_visibility_timeout);
@@ -140,7 +178,7 @@ inline any_broker make_broker(std::string_view url) {
     }
     if (u.scheme == "sqlite") {
         sqlite_broker_options o;
-        o.path = detail::sqlite_path(u, url);
+        o.path = detail::sqlite_path(u);
         p.text("namespace", o.namespace_);
         p.duration("visibility_timeout", o.default_visibility_timeout);
         p.duration("poll_interval", o.poll_interval);
@@ -148,13 +186,25 @@ inline any_broker make_broker(std::string_view url) {
         p.finish();
         return any_broker{sqlite_broker{o}};
     }
-    detail::unsupported_scheme(u, url);
+#if defined(STEM_HAS_POSTGRES)
+    if (detail::is_postgres(u)) {
+        postgres_broker_options o;
+        p.text("namespace", o.namespace_);
+        p.duration("visibility_timeout", o.default_visibility_timeout);
+        p.duration("poll_interval", o.poll_interval);
+        p.duration("dead_letter_retention", o.dead_letter_retention);
+        p.count("pool_size", o.pool_size);
+        o.conninfo = p.rest_of_url();
+        return any_broker{postgres_broker{o}};
+    }
+#endif
+    detail::unsupported_scheme(u);
 }
 
 /// A result backend for `url` (see the top of this header).
 inline any_backend make_backend(std::string_view url) {
     auto u = detail::split_url(url);
-    detail::url_params p(u, url);
+    detail::url_params p(u);
     if (u.scheme == "memory") {
         memory_backend_options o;
         p.duration("default_ttl", o.default_ttl);
@@ -163,7 +213,7 @@ inline any_backend make_backend(std::string_view url) {
     }
     if (u.scheme == "sqlite") {
         sqlite_backend_options o;
-        o.path = detail::sqlite_path(u, url);
+        o.path = detail::sqlite_path(u);
         p.text("namespace", o.namespace_);
         p.duration("default_ttl", o.default_ttl);
         p.duration("poll_interval", o.poll_interval);
@@ -171,7 +221,19 @@ inline any_backend make_backend(std::string_view url) {
         p.finish();
         return any_backend{sqlite_backend{o}};
     }
-    detail::unsupported_scheme(u, url);
+#if defined(STEM_HAS_POSTGRES)
+    if (detail::is_postgres(u)) {
+        postgres_backend_options o;
+        p.text("namespace", o.namespace_);
+        p.duration("default_ttl", o.default_ttl);
+        p.duration("poll_interval", o.poll_interval);
+        p.duration("cleanup_interval", o.cleanup_interval);
+        p.count("pool_size", o.pool_size);
+        o.conninfo = p.rest_of_url();
+        return any_backend{postgres_backend{o}};
+    }
+#endif
+    detail::unsupported_scheme(u);
 }
 
 }  // namespace stem

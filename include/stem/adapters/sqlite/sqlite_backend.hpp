@@ -5,7 +5,7 @@
 
 #include <stem/adapters/sqlite/detail/database.hpp>
 #include <stem/contracts/result_backend.hpp>
-#include <stem/detail/waiter.hpp>
+#include <stem/detail/status_hub.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -67,7 +67,7 @@ public:
             q.bind(6, text);
             q.exec();
         });
-        s->published(st);
+        s->hub->published(st);
     }
 
     awaitable<std::optional<task_status>> get(std::string id) {
@@ -77,32 +77,12 @@ public:
 
     awaitable<std::optional<task_status>> wait(std::string id, std::chrono::milliseconds timeout) {
         auto s = s_;
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        auto w = std::make_shared<detail::waiter>(co_await boost::asio::this_coro::executor);
-        struct unregister {
-            state* s;
-            std::string id;
-            std::shared_ptr<detail::waiter> w;
-            ~unregister() { s->drop_waiter(id, w); }
-        } guard{s.get(), id, w};
-        for (;;) {
-            s->add_waiter(id, w);  // before reading: a write from now on wakes us
-            auto st = co_await s->read(id);
-            if ((st && is_terminal(st->state)) || std::chrono::steady_clock::now() >= deadline) co_return st;
-            co_await w->wait_until(std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval));
-        }
+        co_return co_await s->hub->wait(reader(s), std::move(id), timeout);
     }
 
     awaitable<status_watch> watch(std::string id) {
-        auto src = std::make_shared<watch_impl>(co_await boost::asio::this_coro::executor, s_, id);
-        {
-            std::lock_guard lk(s_->mu);
-            s_->watchers[id].push_back(src);
-        }
-        // Statuses written before the watch opened are not reported; remember the latest.
-        auto st = co_await s_->read(id);
-        if (st) src->last_seen = boost::json::serialize(to_json(*st));
-        co_return status_watch{src};
+        auto s = s_;
+        co_return co_await s->hub->watch(reader(s), std::move(id));
     }
 
     awaitable<std::vector<task_status>> list(status_filter f) {
@@ -312,8 +292,6 @@ private:
             heartbeat_expire, heartbeat_list;
     };
 
-    struct watch_impl;
-
     struct state {
         state(sqlite_backend_options o, std::shared_ptr<detail::sqlite::database> d)
             : opts(std::move(o)), db(std::move(d)), sql(opts.namespace_) {}
@@ -321,9 +299,7 @@ private:
         std::shared_ptr<detail::sqlite::database> db;
         statements sql;                     // database thread only
         std::int64_t next_cleanup = 0;      // database thread only
-        std::mutex mu;                      // guards what follows
-        std::map<std::string, std::vector<std::shared_ptr<detail::waiter>>> waiters;
-        std::map<std::string, std::vector<std::weak_ptr<watch_impl>>> watchers;
+        std::shared_ptr<detail::status_hub> hub = std::make_shared<detail::status_hub>(opts.poll_interval);
 
         awaitable<std::optional<task_status>> read(const std::string& id) {
             auto now = to_unix_micros(clock::now());
@@ -354,81 +330,11 @@ private:
             q.bind(2, now);
             return q.executeStep();
         }
-        /// After a committed write: wake this process's waiters and feed its watchers.
-        void published(const task_status& st) {
-            std::vector<std::shared_ptr<detail::waiter>> wake;
-            {
-                std::lock_guard lk(mu);
-                if (is_terminal(st.state))
-                    if (auto it = waiters.find(st.id); it != waiters.end()) {
-                        wake = std::move(it->second);
-                        waiters.erase(it);
-                    }
-                if (auto it = watchers.find(st.id); it != watchers.end())
-                    for (auto& wp : it->second)
-                        if (auto w = wp.lock()) {
-                            w->pending.push_back(st);
-                            wake.push_back(w->w);
-                        }
-            }
-            for (auto& w : wake) w->notify();
-        }
-        void add_waiter(const std::string& id, const std::shared_ptr<detail::waiter>& w) {
-            std::lock_guard lk(mu);
-            auto& list = waiters[id];
-            if (std::find(list.begin(), list.end(), w) == list.end()) list.push_back(w);
-        }
-        void drop_waiter(const std::string& id, const std::shared_ptr<detail::waiter>& w) {
-            std::lock_guard lk(mu);
-            auto it = waiters.find(id);
-            if (it == waiters.end()) return;
-            std::erase(it->second, w);
-            if (it->second.empty()) waiters.erase(it);
-        }
     };
 
-    /// In-process writes arrive through `pending`, in order; another process's writes are
-    /// found by reading the row at each poll and comparing it with the last one reported.
-    struct watch_impl final : detail::watch_source {
-        watch_impl(boost::asio::any_io_executor ex, std::shared_ptr<state> s, std::string i)
-            : w(std::make_shared<detail::waiter>(ex)), owner(std::move(s)), id(std::move(i)) {}
-        ~watch_impl() override {
-            std::lock_guard lk(owner->mu);
-            if (auto it = owner->watchers.find(id); it != owner->watchers.end()) {
-                std::erase_if(it->second, [](auto& wp) { return wp.expired(); });
-                if (it->second.empty()) owner->watchers.erase(it);
-            }
-        }
-        awaitable<std::optional<task_status>> next(std::chrono::milliseconds timeout) override {
-            auto deadline = std::chrono::steady_clock::now() + timeout;
-            for (;;) {
-                std::optional<task_status> st;
-                {
-                    std::lock_guard lk(owner->mu);
-                    if (!pending.empty()) {
-                        st = std::move(pending.front());
-                        pending.pop_front();
-                    }
-                }
-                if (!st) st = co_await owner->read(id);  // another process may have written
-                if (st) {
-                    auto text = boost::json::serialize(to_json(*st));
-                    if (text != last_seen) {
-                        last_seen = std::move(text);
-                        co_return st;
-                    }
-                }
-                auto now = std::chrono::steady_clock::now();
-                if (now >= deadline) co_return std::nullopt;
-                co_await w->wait_until(std::min(deadline, now + owner->opts.poll_interval));
-            }
-        }
-        std::shared_ptr<detail::waiter> w;
-        std::shared_ptr<state> owner;
-        std::string id;
-        std::deque<task_status> pending;  // guarded by owner->mu
-        std::string last_seen;            // the last status reported (as JSON)
-    };
+    static detail::status_reader reader(const std::shared_ptr<state>& s) {
+        return [s](const std::string& id) { return s->read(id); };
+    }
 
     std::shared_ptr<state> s_;
 };

@@ -1,0 +1,242 @@
+// The PostgreSQL adapters against the private server that scripts/test starts
+// (STEM_TEST_POSTGRES_URL): the contract kits, directly and from a URL, a corrupt row,
+// a worker process killed mid-task, and a server restart in the middle of a run.
+#include "contracts/backend_kit.hpp"
+#include "contracts/broker_kit.hpp"
+#include "support/async.hpp"
+#include "support/runtime.hpp"
+
+#include <stem/adapters/postgres.hpp>
+#include <stem/adapters/url.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+using stem_test::awaitable;
+
+namespace {
+
+/// The test server's URL; a clear failure when scripts/test did not start one.
+std::string pg_url() {
+    const char* u = std::getenv("STEM_TEST_POSTGRES_URL");
+    if (!u || !*u)
+        throw std::runtime_error("STEM_TEST_POSTGRES_URL is not set: run scripts/test, which starts a private PostgreSQL");
+    return u;
+}
+
+/// A namespace of its own per store, so cases never see each other's rows.
+std::string fresh_namespace() {
+    static std::atomic<int> n{0};
+    return fmt::format("t{}_{}", ::getpid(), ++n);
+}
+
+stem::postgres_broker_options broker_opts(std::string ns) {
+    stem::postgres_broker_options o;
+    o.conninfo = pg_url();
+    o.namespace_ = std::move(ns);
+    o.pool_size = 2;
+    o.poll_interval = 200ms;
+    return o;
+}
+stem::postgres_backend_options backend_opts(std::string ns) {
+    stem::postgres_backend_options o;
+    o.conninfo = pg_url();
+    o.namespace_ = std::move(ns);
+    o.pool_size = 2;
+    o.poll_interval = 200ms;
+    return o;
+}
+
+struct pg_broker_fixture {
+    static stem::postgres_broker make() { return stem::postgres_broker{broker_opts(fresh_namespace())}; }
+    // A second broker object on the same tables: another pool, as another process would have.
+    static stem::postgres_broker peer(stem::postgres_broker& b) { return stem::postgres_broker{broker_opts(b.namespace_name())}; }
+};
+struct url_pg_broker_fixture {
+    static stem::any_broker make() { return stem::make_broker(pg_url() + "?pool_size=2&namespace=" + fresh_namespace()); }
+    static stem::any_broker peer(stem::any_broker& b) { return b; }
+};
+struct pg_backend_fixture {
+    static stem::postgres_backend make() { return stem::postgres_backend{backend_opts(fresh_namespace())}; }
+    static stem::postgres_backend peer(stem::postgres_backend& r) { return r; }
+};
+struct url_pg_backend_fixture {
+    static stem::any_backend make() { return stem::make_backend(pg_url() + "?pool_size=2&namespace=" + fresh_namespace()); }
+    static stem::any_backend peer(stem::any_backend& r) { return r; }
+};
+
+inline pid_t test_process = ::getpid();
+
+/// Runs for `x` ms (renewing its 1 s lease) in any process but the test's own; at once
+/// in the test's process. Returns the pid that ran it.
+struct pg_slow : stem::task_definition<stem_test::num_args, long> {
+    static constexpr std::string_view name = "pg.slow";
+    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
+    awaitable<long> operator()(stem::task_context& ctx, stem_test::num_args a) {
+        if (::getpid() != test_process) {
+            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+            for (int waited = 0; waited < a.x; waited += 200) {
+                t.expires_after(200ms);
+                co_await t.async_wait(boost::asio::use_awaitable);
+                co_await ctx.extend_lease(1000ms);
+            }
+        }
+        co_return long(::getpid());
+    }
+};
+
+/// Takes `x` ms; leases of 2 s, so work lost to a server restart comes back quickly.
+struct pg_sleepy : stem::task_definition<stem_test::num_args, int> {
+    static constexpr std::string_view name = "pg.sleepy";
+    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(2000)};
+    awaitable<int> operator()(stem::task_context&, stem_test::num_args a) {
+        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(a.x));
+        co_await t.async_wait(boost::asio::use_awaitable);
+        co_return a.x;
+    }
+};
+
+}  // namespace
+
+STEM_BROKER_CONTRACT_TESTS(pg_broker_fixture, "postgres")
+STEM_BROKER_CONTRACT_TESTS(url_pg_broker_fixture, "any(postgres)")
+STEM_BACKEND_CONTRACT_TESTS(pg_backend_fixture, "postgres")
+STEM_BACKEND_CONTRACT_TESTS(url_pg_backend_fixture, "any(postgres)")
+
+TEST_CASE("adapters.postgres: a corrupt row is dead-lettered with the reason and the worker keeps going") {
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
+                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{pg_sleepy{}}, stem_test::app_options(2)};
+        stem_test::num_args one{1}, two{2};
+        auto first = co_await app.enqueue<pg_sleepy>(one);
+        auto second = co_await app.enqueue<pg_sleepy>(two);
+        {
+            pqxx::connection raw(pg_url());
+            pqxx::work w(raw);
+            auto r = w.exec_params(fmt::format("UPDATE {}_jobs SET envelope = '{{\"id\": 42, broken' WHERE id = $1", ns), first.id());
+            CHECK(r.affected_rows() == 1);
+            w.commit();
+        }
+        app.start();
+        auto r = co_await second.wait(10s);
+        CHECK(r.succeeded());
+        auto id = first.id();
+        auto dead = co_await app.get_broker().get_dead_letter(id);
+        REQUIRE(dead);
+        CHECK(dead->reason.starts_with("decode-error: "));
+        auto stats = co_await app.get_broker().stats("default"s);
+        CHECK(stats.pending + stats.inflight == 0);
+        CHECK(stats.dead == 1);
+        co_await app.shutdown();
+    });
+}
+
+TEST_CASE("adapters.postgres: a worker process killed mid-task: the task runs again after its lease and completes") {
+    auto ns = fresh_namespace();
+    std::string id;
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
+                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{pg_slow{}}, stem_test::app_options(1)};
+        stem_test::num_args long_run{30'000};
+        auto h = co_await app.enqueue<pg_slow>(long_run);
+        id = h.id();
+    });
+
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // the worker process that will be killed
+        try {
+            boost::asio::io_context io;
+            stem::app app{io, stem::postgres_broker{broker_opts(ns)}, stem::postgres_backend{backend_opts(ns)},
+                          stem::tasks{pg_slow{}}, stem_test::app_options(1)};
+            app.start();
+            io.run();
+        } catch (...) {
+        }
+        ::_exit(0);
+    }
+
+    stem_test::run([&]() -> awaitable<void> {
+        stem::postgres_backend results{backend_opts(ns)};
+        std::optional<stem::task_status> st;
+        for (int i = 0; i < 200 && !(st && st->state == stem::task_state::running); ++i) {
+            co_await stem_test::elapse(50ms);
+            st = co_await results.get(id);
+        }
+        REQUIRE(st);
+        REQUIRE(st->state == stem::task_state::running);
+        ::kill(child, SIGKILL);
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        CHECK(WIFSIGNALED(status));
+
+        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)}, results,
+                      stem::tasks{pg_slow{}}, stem_test::app_options(1)};
+        auto started = std::chrono::steady_clock::now();
+        app.start();
+        auto done = co_await results.wait(id, 10s);
+        REQUIRE(done);
+        CHECK(done->state == stem::task_state::succeeded);
+        CHECK(done->result == std::to_string(::getpid()));
+        CHECK(std::chrono::steady_clock::now() - started < 5s);
+        co_await app.shutdown();
+    }, 30s);
+}
+
+TEST_CASE("adapters.postgres: the server restarts in the middle of a run: every task completes") {
+    const char* restart = std::getenv("STEM_TEST_POSTGRES_RESTART");
+    REQUIRE_MESSAGE(restart, "STEM_TEST_POSTGRES_RESTART is not set: run scripts/test");
+    auto ns = fresh_namespace();
+    constexpr int tasks = 200;
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
+                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{pg_sleepy{}}, stem_test::app_options(4)};
+        std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
+        auto handles = co_await app.enqueue_batch<pg_sleepy>(batch);
+        app.start();
+        co_await stem_test::elapse(300ms);
+        // Restart on another thread: the worker keeps running into the outage.
+        int restart_rc = -1;
+        std::thread restarter([&] { restart_rc = std::system(restart); });
+        std::size_t done = 0;
+        for (auto& h : handles) {
+            auto r = co_await h.wait(60s);
+            done += r.succeeded();
+        }
+        restarter.join();
+        CHECK(restart_rc == 0);
+        CHECK(done == tasks);
+        auto stats = co_await app.get_broker().stats("default"s);
+        CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
+        co_await app.shutdown();
+    }, 120s);
+}
+
+TEST_CASE("adapters.postgres: URLs: stem's parameters are taken, the rest go to libpq, passwords are never shown") {
+    auto message = [](auto f) {
+        try {
+            f();
+        } catch (const std::exception& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    // Nothing listens on port 1: the connection fails, and the message hides the password.
+    auto m = message([] { stem::make_broker("postgresql://stem:hunter2@127.0.0.1:1/db?connect_timeout=2&namespace=x"); });
+    CHECK(m.find("cannot connect") != std::string::npos);
+    CHECK(m.find("hunter2") == std::string::npos);
+    CHECK(m.find("stem:***@127.0.0.1:1") != std::string::npos);
+    CHECK(message([] { stem::make_backend("postgres://u:pw@h/db?pool_size=0"); }).find("pool_size") != std::string::npos);
+    CHECK(stem::detail::redact_password("host=h password=abc user=u") == "host=h password=*** user=u");
+    CHECK(stem::detail::redact_password("postgresql://h/db?password=abc&x=1") == "postgresql://h/db?password=***&x=1");
+}
