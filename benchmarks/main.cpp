@@ -1,11 +1,12 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
 //   stem-bench [--broker memory|sqlite|postgres] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
-//              [--concurrency N] [--prefetch N] [--no-track-started]
+//              [--concurrency N] [--prefetch N] [--no-track-started] [--pool N]
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
 // directory under $TMPDIR, removed afterwards); each measure starts from empty files.
-// postgres: --url names the server (required); each measure uses tables of a fresh namespace.
+// postgres: --url names the server (required); each measure uses tables of a fresh namespace;
+// --pool sets the connections of the broker and of the backend (default 4 each).
 //
 // enqueue: typed enqueues per second (one publish per task).
 // drain:   N no-op tasks queued beforehand, then run by a worker with results stored; tasks/s.
@@ -63,11 +64,12 @@ struct settings {
     std::size_t concurrency = 64;
     std::size_t prefetch = 16;
     bool track_started = true;
+    std::size_t pool = 4;
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
     std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres] [--url URL] [--tasks N] "
-                         "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started]\n",
+                         "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N]\n",
                  msg.c_str());
     std::exit(2);
 }
@@ -94,6 +96,7 @@ settings parse_args(int argc, char** argv) {
         else if (a == "--concurrency") s.concurrency = number(a, value());
         else if (a == "--prefetch") s.prefetch = number(a, value());
         else if (a == "--no-track-started") s.track_started = false;
+        else if (a == "--pool") s.pool = number(a, value());
         else if (a == "--help" || a == "-h") usage_error("help");
         else usage_error(fmt::format("unknown flag '{}'", a));
     }
@@ -106,8 +109,10 @@ settings parse_args(int argc, char** argv) {
 }
 
 boost::json::object settings_json(const settings& s) {
-    return {{"tasks", s.tasks}, {"concurrency", s.concurrency}, {"prefetch", s.prefetch},
-            {"track_started", s.track_started}, {"results_stored", true}, {"threads", 1}};
+    boost::json::object o{{"tasks", s.tasks}, {"concurrency", s.concurrency}, {"prefetch", s.prefetch},
+                          {"track_started", s.track_started}, {"results_stored", true}, {"threads", 1}};
+    if (s.broker == "postgres") o["pool"] = s.pool;
+    return o;
 }
 
 void print_line(const settings& s, std::string_view measure, double value, std::string_view unit,
@@ -171,9 +176,11 @@ void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure 
     if (s.broker == "postgres") {
         stem::postgres_broker_options bo;
         bo.conninfo = s.url;
+        bo.pool_size = s.pool;
         bo.namespace_ = fmt::format("bench_{}_{}", ::getpid(), ++measure_number);
         stem::postgres_backend_options ro;
         ro.conninfo = s.url;
+        ro.pool_size = bo.pool_size;
         ro.namespace_ = bo.namespace_;
         auto app = make_app(io, s, st, stem::postgres_broker{bo}, stem::postgres_backend{ro});
         measure(*app);

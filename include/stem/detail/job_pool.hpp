@@ -32,6 +32,13 @@ struct pool_job {
     virtual void fail(std::exception_ptr e) noexcept = 0;
     /// Hands the outcome to the caller's executor; `self` is this job.
     virtual void finish(std::unique_ptr<pool_job> self) = 0;
+    /// Jobs of one transaction with the same non-null key may run as one group.
+    virtual const void* merge_key() const noexcept { return nullptr; }
+    /// Runs `group` (this job first, all with this job's merge_key) together; false when it threw.
+    virtual bool execute_group(Conn& c, const std::vector<pool_job*>& group) noexcept {
+        (void)group;
+        return execute(c);
+    }
 };
 
 /// What a session provides:
@@ -52,7 +59,7 @@ public:
     /// One thread per session. `max_batch` bounds the jobs of one transaction.
     job_pool(std::vector<std::unique_ptr<Session>> sessions, std::size_t max_batch)
         : max_batch_(max_batch), sessions_(std::move(sessions)) {
-        for (auto& s : sessions_) locks_.push_back(std::make_unique<std::mutex>());
+        for (std::size_t i = 0; i < sessions_.size(); ++i) locks_.push_back(std::make_unique<std::mutex>());
         for (std::size_t i = 0; i < sessions_.size(); ++i) threads_.emplace_back([this, i] { loop(i); });
     }
 
@@ -86,6 +93,20 @@ public:
         return submit_job<false>(std::move(f));
     }
 
+    /// Runs `item` through `Merge(connection&, const std::vector<const Item*>&) -> std::vector<R>`,
+    /// together with every other such item of the same transaction (a session that merges
+    /// runs one statement for all of them; the others run each item alone). Returns this
+    /// item's R.
+    template <auto Merge, class Item>
+    auto run_merged(Item item) {
+        using R = typename std::invoke_result_t<decltype(Merge), connection&, const std::vector<const Item*>&>::value_type;
+        return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
+            [this](auto handler, Item it) {
+                enqueue(std::make_unique<merged_job<Merge, Item, decltype(handler), R>>(std::move(it), std::move(handler)));
+            },
+            boost::asio::use_awaitable, std::move(item));
+    }
+
     /// Runs `f(connection&)` now on the calling thread with the first session, in its own
     /// transaction (set-up such as migrations).
     template <class F>
@@ -95,53 +116,94 @@ public:
     }
 
 private:
-    template <class F, class Handler, class R>
-    struct job_impl final : job {
+    /// Completion of a job: the caller's handler, run on its executor with the job's outcome.
+    template <class Handler, class R>
+    struct completion_state {
         using value_type = std::conditional_t<std::is_void_v<R>, bool, R>;
-        job_impl(F fn, Handler h)
-            : f(std::move(fn)), handler(std::move(h)),
+        explicit completion_state(Handler h)
+            : handler(std::move(h)),
               work(boost::asio::prefer(boost::asio::get_associated_executor(handler),
                                        boost::asio::execution::outstanding_work.tracked)) {}
-        bool execute(connection& c) noexcept override {
-            failure = nullptr;  // a session may run a job again after rolling its batch back
-            value.reset();
-            try {
-                if constexpr (std::is_void_v<R>) f(c);
-                else value.emplace(f(c));
-                return true;
-            } catch (...) {
-                failure = std::current_exception();
-                return false;
-            }
-        }
-        void fail(std::exception_ptr e) noexcept override {
-            if (!failure) failure = e;
-        }
-        void finish(std::unique_ptr<job> self) override {
-            // An untracked copy: this thread must not hold the caller's io_context once the
-            // handler may have run (the tracked `work` goes with the job, on the caller's side).
-            auto ex = boost::asio::prefer(work, boost::asio::execution::outstanding_work.untracked);
-            boost::asio::post(ex, [self = std::move(self)]() mutable {
-                auto& j = static_cast<job_impl&>(*self);
-                auto h = std::move(j.handler);
-                auto ep = j.failure;
-                if constexpr (std::is_void_v<R>) {
-                    self.reset();
-                    std::move(h)(ep);
-                } else {
-                    R v = ep || !j.value ? R{} : std::move(*j.value);
-                    self.reset();
-                    std::move(h)(ep, std::move(v));
-                }
-            });
-        }
-        F f;
         Handler handler;
         std::decay_t<decltype(boost::asio::prefer(std::declval<boost::asio::associated_executor_t<Handler>>(),
                                                   boost::asio::execution::outstanding_work.tracked))>
             work;
         std::optional<value_type> value;
         std::exception_ptr failure;
+
+        template <class Job>
+        static void post(std::unique_ptr<job> self, Job* j) {
+            // An untracked copy: this thread must not hold the caller's io_context once the
+            // handler may have run (the tracked `work` goes with the job, on the caller's side).
+            auto ex = boost::asio::prefer(j->work, boost::asio::execution::outstanding_work.untracked);
+            boost::asio::post(ex, [self = std::move(self), j]() mutable {
+                auto h = std::move(j->handler);
+                auto ep = j->failure;
+                if constexpr (std::is_void_v<R>) {
+                    self.reset();
+                    std::move(h)(ep);
+                } else {
+                    R v = ep || !j->value ? R{} : std::move(*j->value);
+                    self.reset();
+                    std::move(h)(ep, std::move(v));
+                }
+            });
+        }
+    };
+
+    template <auto Merge, class Item, class Handler, class R>
+    struct merged_job final : job, completion_state<Handler, R> {
+        merged_job(Item it, Handler h) : completion_state<Handler, R>(std::move(h)), item(std::move(it)) {}
+        static constexpr char tag = 0;  // one address per kind of merged job
+        const void* merge_key() const noexcept override { return &tag; }
+        bool execute(connection& c) noexcept override {
+            std::vector<job*> alone{this};
+            return execute_group(c, alone);
+        }
+        bool execute_group(connection& c, const std::vector<job*>& group) noexcept override {
+            std::vector<const Item*> items;
+            for (auto* g : group) {
+                auto* m = static_cast<merged_job*>(g);
+                m->failure = nullptr;
+                m->value.reset();
+                items.push_back(&m->item);
+            }
+            try {
+                auto results = Merge(c, items);
+                for (std::size_t i = 0; i < group.size(); ++i) static_cast<merged_job*>(group[i])->value.emplace(results.at(i));
+                return true;
+            } catch (...) {
+                for (auto* g : group) static_cast<merged_job*>(g)->failure = std::current_exception();
+                return false;
+            }
+        }
+        void fail(std::exception_ptr e) noexcept override {
+            if (!this->failure) this->failure = e;
+        }
+        void finish(std::unique_ptr<job> self) override { this->post(std::move(self), this); }
+        Item item;
+    };
+
+    template <class F, class Handler, class R>
+    struct job_impl final : job, completion_state<Handler, R> {
+        job_impl(F fn, Handler h) : completion_state<Handler, R>(std::move(h)), f(std::move(fn)) {}
+        bool execute(connection& c) noexcept override {
+            this->failure = nullptr;  // a session may run a job again after rolling its batch back
+            this->value.reset();
+            try {
+                if constexpr (std::is_void_v<R>) f(c);
+                else this->value.emplace(f(c));
+                return true;
+            } catch (...) {
+                this->failure = std::current_exception();
+                return false;
+            }
+        }
+        void fail(std::exception_ptr e) noexcept override {
+            if (!this->failure) this->failure = e;
+        }
+        void finish(std::unique_ptr<job> self) override { this->post(std::move(self), this); }
+        F f;
     };
 
     template <class R>
@@ -162,13 +224,17 @@ private:
             [this](auto handler, F fn) {
                 auto j = std::make_unique<job_impl<F, decltype(handler), R>>(std::move(fn), std::move(handler));
                 j->savepoint = Savepoint;
-                {
-                    std::lock_guard lk(mu_);
-                    queue_.push_back(std::move(j));
-                }
-                cv_.notify_one();
+                enqueue(std::move(j));
             },
             boost::asio::use_awaitable, std::move(f));
+    }
+
+    void enqueue(std::unique_ptr<job> j) {
+        {
+            std::lock_guard lk(mu_);
+            queue_.push_back(std::move(j));
+        }
+        cv_.notify_one();
     }
 
     void loop(std::size_t index) {

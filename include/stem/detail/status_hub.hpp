@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -85,8 +86,18 @@ public:
         } guard{this, id, w};
         for (;;) {
             add_waiter(id, w);  // before reading: a write from now on wakes us
-            auto st = co_await read(id);
-            if ((st && is_terminal(st->state)) || std::chrono::steady_clock::now() >= deadline) co_return st;
+            // A store that fails for a while (a server restarting) is read again at the next
+            // poll; if it still fails when the time is up, the caller gets the error.
+            std::optional<task_status> st;
+            std::exception_ptr failure;
+            try {
+                st = co_await read(id);
+            } catch (const std::exception&) {
+                failure = std::current_exception();
+            }
+            bool late = std::chrono::steady_clock::now() >= deadline;
+            if (failure && late) std::rethrow_exception(failure);
+            if ((st && is_terminal(st->state)) || late) co_return st;
             co_await w->wait_until(std::min(deadline, std::chrono::steady_clock::now() + poll_));
         }
     }

@@ -193,7 +193,8 @@ TEST_CASE("adapters.postgres: a worker process killed mid-task: the task runs ag
     }, 30s);
 }
 
-TEST_CASE("adapters.postgres: the server restarts in the middle of a run: every task completes") {
+// Skipped by default (ctest runs it alone, with --no-skip: see tests/CMakeLists.txt).
+TEST_CASE("adapters.postgres: the server restarts in the middle of a run: every task completes" * doctest::skip()) {
     const char* restart = std::getenv("STEM_TEST_POSTGRES_RESTART");
     REQUIRE_MESSAGE(restart, "STEM_TEST_POSTGRES_RESTART is not set: run scripts/test");
     auto ns = fresh_namespace();
@@ -207,13 +208,18 @@ TEST_CASE("adapters.postgres: the server restarts in the middle of a run: every 
         co_await stem_test::elapse(300ms);
         // Restart on another thread: the worker keeps running into the outage.
         int restart_rc = -1;
-        std::thread restarter([&] { restart_rc = std::system(restart); });
+        struct joined {
+            std::thread t;
+            ~joined() {
+                if (t.joinable()) t.join();  // also when a wait throws
+            }
+        } restarter{std::thread([&] { restart_rc = std::system(restart); })};
         std::size_t done = 0;
         for (auto& h : handles) {
-            auto r = co_await h.wait(60s);
+            auto r = co_await h.wait(60s);  // rides out the outage (see status_hub::wait)
             done += r.succeeded();
         }
-        restarter.join();
+        restarter.t.join();
         CHECK(restart_rc == 0);
         CHECK(done == tasks);
         auto stats = co_await app.get_broker().stats("default"s);

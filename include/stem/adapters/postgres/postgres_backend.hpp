@@ -12,6 +12,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/json/parse.hpp>
@@ -50,13 +52,10 @@ public:
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
         std::string text = boost::json::serialize(to_json(st));
-        auto expires = to_unix_micros(now + ttl.value_or(s->opts.default_ttl));
-        auto now_us = to_unix_micros(now);
-        co_await s->db.run([s = s.get(), &st, &text, expires, now_us](detail::postgres::connection& c) {
-            s->cleanup(c, now_us);
-            c.exec(s->sql.set, st.id, std::string(to_string(st.state)), st.name, to_unix_micros(st.updated_at), expires, text,
-                   s->channel);
-        });
+        status_row row{s.get(), st.id, std::string(to_string(st.state)), st.name, to_unix_micros(st.updated_at),
+                       to_unix_micros(now + ttl.value_or(s->opts.default_ttl)), std::move(text), to_unix_micros(now)};
+        // Status writes waiting for the same connection become one upsert.
+        co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row));
         s->hub->published(st);
     }
 
@@ -225,10 +224,11 @@ private:
 
     struct statements {
         explicit statements(const std::string& ns)
-            : set(fmt::format("WITH up AS (INSERT INTO {0}_results(id, state, name, updated_at, expires_at, status) "
-                              "VALUES($1, $2, $3, $4, $5, $6) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
-                              "name = excluded.name, updated_at = excluded.updated_at, expires_at = excluded.expires_at, "
-                              "status = excluded.status RETURNING id) SELECT pg_notify($7, id) FROM up", ns)),
+            : set_many(fmt::format("WITH up AS (INSERT INTO {0}_results(id, state, name, updated_at, expires_at, status) "
+                                   "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) "
+                                   "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+                                   "name = excluded.name, updated_at = excluded.updated_at, expires_at = excluded.expires_at, "
+                                   "status = excluded.status RETURNING id) SELECT pg_notify($7, id) FROM up", ns)),
               get(fmt::format("SELECT status FROM {0}_results WHERE id = $1 AND expires_at > $2", ns)),
               list(fmt::format("SELECT status FROM {0}_results WHERE expires_at > $1 AND ($2 = '' OR state = $2) "
                                "AND ($3 = '' OR name = $3) ORDER BY updated_at, id LIMIT $4 OFFSET $5", ns)),
@@ -253,7 +253,7 @@ private:
                                         "heartbeat = excluded.heartbeat", ns)),
               heartbeat_expire(fmt::format("DELETE FROM {0}_heartbeats WHERE expires_at <= $1", ns)),
               heartbeat_list(fmt::format("SELECT heartbeat FROM {0}_heartbeats ORDER BY worker_id", ns)) {}
-        std::string set, get, list, count, expire, expire_groups, group_init, group_clear, group_lock, group_add, group_count,
+        std::string set_many, get, list, count, expire, expire_groups, group_init, group_clear, group_lock, group_add, group_count,
             group_get, group_results, group_claim, heartbeat_set, heartbeat_expire, heartbeat_list;
     };
 
@@ -296,6 +296,38 @@ private:
             c.exec(sql.expire_groups, now);
         }
     };
+
+    struct status_row {
+        state* s;
+        std::string id, state_name, name;
+        std::int64_t updated_at, expires_at;
+        std::string text;
+        std::int64_t now;
+    };
+
+    /// Writes many statuses with one upsert (the last write of an id wins) and one NOTIFY per id.
+    static std::vector<bool> set_many(detail::postgres::connection& c, const std::vector<const status_row*>& rows) {
+        auto* s = rows.front()->s;
+        s->cleanup(c, rows.front()->now);
+        std::unordered_map<std::string_view, std::size_t> last;
+        for (std::size_t i = 0; i < rows.size(); ++i) last[rows[i]->id] = i;
+        std::vector<std::string> ids, states, names, texts;
+        std::vector<std::int64_t> updated, expires;
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            if (last[rows[i]->id] != i) continue;
+            auto& r = *rows[i];
+            ids.push_back(r.id);
+            states.push_back(r.state_name);
+            names.push_back(r.name);
+            texts.push_back(r.text);
+            updated.push_back(r.updated_at);
+            expires.push_back(r.expires_at);
+        }
+        c.exec(s->sql.set_many, detail::postgres::text_array(ids), detail::postgres::text_array(states),
+               detail::postgres::text_array(names), detail::postgres::int_array(updated), detail::postgres::int_array(expires),
+               detail::postgres::text_array(texts), s->channel);
+        return std::vector<bool>(rows.size(), true);
+    }
 
     static detail::status_reader reader(const std::shared_ptr<state>& s) {
         return [s](const std::string& id) { return s->read(id); };

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_set>
 #include <vector>
 
 #include <boost/asio/this_coro.hpp>
@@ -132,13 +133,19 @@ public:
 
     awaitable<bool> ack(const delivery& d) {
         if (d.broadcast) co_return true;
-        co_return co_await by_lease(d, &statements::ack);
+        auto s = s_;
+        lease_ref ref{s.get(), std::int64_t(d.tag), std::int64_t(d.token)};
+        // Acks waiting for the same connection become one DELETE.
+        co_return co_await s->db.template run_merged<&postgres_broker::ack_many>(ref);
     }
 
     awaitable<bool> nack(const delivery& d, bool requeue) {
         if (d.broadcast) co_return true;
-        if (!requeue) co_return co_await by_lease(d, &statements::ack);
         auto s = s_;
+        if (!requeue) {
+            lease_ref ref{s.get(), std::int64_t(d.tag), std::int64_t(d.token)};
+            co_return co_await s->db.template run_merged<&postgres_broker::ack_many>(ref);
+        }
         std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
         auto now = to_unix_micros(clock::now());
         bool ok = co_await s->db.run([s = s.get(), seq, token, now](detail::postgres::connection& c) {
@@ -349,7 +356,8 @@ private:
                   "FROM (SELECT seq FROM {0}_jobs WHERE queue = ANY($4::text[]) AND visible_at <= $1 "
                   "      ORDER BY priority DESC, visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS pick "
                   "WHERE j.seq = pick.seq RETURNING j.seq, j.token, j.visible_at, j.queue, j.priority, j.envelope", ns)),
-              ack(fmt::format("DELETE FROM {0}_jobs WHERE seq = $1 AND token = $2 AND leased", ns)),
+              ack_many(fmt::format("DELETE FROM {0}_jobs AS j USING unnest($1::bigint[], $2::bigint[]) AS x(seq, token) "
+                                   "WHERE j.seq = x.seq AND j.token = x.token AND j.leased RETURNING j.seq", ns)),
               requeue(fmt::format("UPDATE {0}_jobs SET leased = false, visible_at = $3 WHERE seq = $1 AND token = $2 AND leased", ns)),
               extend(fmt::format("UPDATE {0}_jobs SET visible_at = $1 WHERE seq = $2 AND token = $3 AND leased", ns)),
               retry(fmt::format("UPDATE {0}_jobs SET id = $1, queue = $2, priority = $3, visible_at = $4, visibility_ms = $5, "
@@ -387,7 +395,7 @@ private:
                                          "ORDER BY seq LIMIT $3", ns)),
               broadcast_move(fmt::format("UPDATE {0}_broadcast_cursors SET last_seq = $3 WHERE channel = $1 AND consumer = $2", ns)),
               broadcast_expire(fmt::format("DELETE FROM {0}_broadcasts WHERE created_at < $1", ns)) {}
-        std::string insert, insert_head, notify, claim, ack, requeue, extend, retry, move_to_dead, add_dead, dead_count,
+        std::string insert, insert_head, notify, claim, ack_many, requeue, extend, retry, move_to_dead, add_dead, dead_count,
             dead_page, dead_oldest, dead_take_oldest, dead_by_id, dead_purge, dead_expire, purge, stats, queues,
             broadcast_add, broadcast_cursor, broadcast_read, broadcast_move, broadcast_expire;
     };
@@ -491,13 +499,25 @@ private:
         }
     };
 
-    /// ack and nack(drop): delete the row if the lease is still ours.
-    awaitable<bool> by_lease(const delivery& d, std::string statements::*which) {
-        auto s = s_;
-        std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
-        co_return co_await s->db.run([s = s.get(), seq, token, which](detail::postgres::connection& c) {
-            return c.exec(s->sql.*which, seq, token).affected_rows() == 1;
-        });
+    struct lease_ref {
+        state* s;
+        std::int64_t seq, token;
+    };
+
+    /// ack and nack(drop) of many deliveries in one statement: each row is deleted if its
+    /// lease is still the one given.
+    static std::vector<bool> ack_many(detail::postgres::connection& c, const std::vector<const lease_ref*>& refs) {
+        std::vector<std::int64_t> seqs, tokens;
+        for (auto* r : refs) {
+            seqs.push_back(r->seq);
+            tokens.push_back(r->token);
+        }
+        std::unordered_set<std::int64_t> gone;
+        for (auto row : c.exec(refs.front()->s->sql.ack_many, detail::postgres::int_array(seqs), detail::postgres::int_array(tokens)))
+            gone.insert(row[0].as<std::int64_t>());
+        std::vector<bool> out;
+        for (auto* r : refs) out.push_back(gone.contains(r->seq));
+        return out;
     }
 
     static std::int64_t visibility_ms(const envelope& e) {

@@ -120,11 +120,23 @@ private:
     bool attempt(std::vector<std::unique_ptr<pool_job<connection>>>& jobs) {
         try {
             conn_->begin();
-            for (auto& j : jobs)
-                if (!j->execute(*conn_)) {
+            // Jobs that can merge (acks, status writes) run as one statement per kind.
+            std::vector<bool> done(jobs.size());
+            std::vector<pool_job<connection>*> group;
+            for (std::size_t i = 0; i < jobs.size(); ++i) {
+                if (done[i]) continue;
+                group.assign(1, jobs[i].get());
+                if (auto key = jobs[i]->merge_key())
+                    for (std::size_t k = i + 1; k < jobs.size(); ++k)
+                        if (!done[k] && jobs[k]->merge_key() == key) {
+                            group.push_back(jobs[k].get());
+                            done[k] = true;
+                        }
+                if (!jobs[i]->execute_group(*conn_, group)) {
                     conn_->abort();
                     return jobs.size() == 1;  // a batch: run each job alone
                 }
+            }
             conn_->commit();
             return true;
         } catch (const std::exception& e) {
@@ -214,6 +226,10 @@ public:
     auto run(F f) {
         return pool_.run(std::move(f));
     }
+    template <auto Merge, class Item>
+    auto run_merged(Item item) {
+        return pool_.template run_merged<Merge>(std::move(item));
+    }
     template <class F>
     void run_now(F f) {
         pool_.run_now(std::move(f));
@@ -255,6 +271,17 @@ inline std::string text_array(const std::vector<std::string>& items) {
             out += ch;
         }
         out += '"';
+    }
+    out += '}';
+    return out;
+}
+
+/// A PostgreSQL array literal of `items` (for a `$n::bigint[]` parameter).
+inline std::string int_array(const std::vector<std::int64_t>& items) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) out += ',';
+        out += std::to_string(items[i]);
     }
     out += '}';
     return out;
