@@ -7,16 +7,12 @@
 #include <stem/contracts/result_backend.hpp>
 #include <stem/detail/status_hub.hpp>
 
-#include <algorithm>
 #include <chrono>
-#include <deque>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
-#include <boost/asio/this_coro.hpp>
+#include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
