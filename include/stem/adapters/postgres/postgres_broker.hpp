@@ -74,19 +74,17 @@ public:
         texts.reserve(batch.size());
         for (auto& e : batch) texts.push_back(serialize(e));
         auto now = to_unix_micros(clock::now());
-        co_await s->db.run([s = s.get(), &batch, &texts, now](detail::postgres::connection& c) {
-            // Multi-row INSERTs of up to 100 rows: one round trip per hundred envelopes.
-            for (std::size_t i = 0; i < batch.size(); i += 100) {
-                std::size_t n = std::min<std::size_t>(100, batch.size() - i);
-                std::string sql = s->sql.insert_head;
-                for (std::size_t k = 0; k < n; ++k) {
-                    auto& e = batch[i + k];
-                    auto visible = e.not_before ? std::max(now, to_unix_micros(*e.not_before)) : now;
-                    sql += fmt::format("{}({}, {}, {}, {}, {}, {})", k ? "," : "", c.quote(e.id), c.quote(e.queue),
-                                       e.priority, visible, visibility_ms(e), c.quote(texts[i + k]));
-                }
-                c.exec_raw(sql);
-            }
+        using row = std::tuple<const std::string&, const std::string&, int, std::int64_t, std::int64_t, const std::string&>;
+        std::vector<row> rows;
+        rows.reserve(batch.size());
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            auto& e = batch[i];
+            rows.emplace_back(e.id, e.queue, e.priority, e.not_before ? std::max(now, to_unix_micros(*e.not_before)) : now,
+                              visibility_ms(e), texts[i]);
+        }
+        co_await s->db.run([s = s.get(), &rows](detail::postgres::connection& c) {
+            // COPY: the whole batch in one statement.
+            c.copy(s->ns + "_jobs", s->sql.job_columns, rows);
             c.exec(s->sql.notify, s->channel);
         });
         s->wake();
@@ -346,9 +344,9 @@ private:
 
     struct statements {
         explicit statements(const std::string& ns)
-            : insert(fmt::format("INSERT INTO {0}_jobs(id, queue, priority, visible_at, visibility_ms, envelope) "
+            : job_columns{"id", "queue", "priority", "visible_at", "visibility_ms", "envelope"},
+              insert(fmt::format("INSERT INTO {0}_jobs(id, queue, priority, visible_at, visibility_ms, envelope) "
                                  "VALUES($1, $2, $3, $4, $5, $6)", ns)),
-              insert_head(fmt::format("INSERT INTO {0}_jobs(id, queue, priority, visible_at, visibility_ms, envelope) VALUES", ns)),
               notify("SELECT pg_notify($1, '')"),
               claim(fmt::format(
                   "UPDATE {0}_jobs AS j SET leased = true, token = j.token + 1, "
@@ -395,7 +393,8 @@ private:
                                          "ORDER BY seq LIMIT $3", ns)),
               broadcast_move(fmt::format("UPDATE {0}_broadcast_cursors SET last_seq = $3 WHERE channel = $1 AND consumer = $2", ns)),
               broadcast_expire(fmt::format("DELETE FROM {0}_broadcasts WHERE created_at < $1", ns)) {}
-        std::string insert, insert_head, notify, claim, ack_many, requeue, extend, retry, move_to_dead, add_dead, dead_count,
+        std::vector<std::string> job_columns;
+        std::string insert, notify, claim, ack_many, requeue, extend, retry, move_to_dead, add_dead, dead_count,
             dead_page, dead_oldest, dead_take_oldest, dead_by_id, dead_purge, dead_expire, purge, stats, queues,
             broadcast_add, broadcast_cursor, broadcast_read, broadcast_move, broadcast_expire;
     };

@@ -43,6 +43,13 @@ public:
     }
     /// Runs `sql` as is (no parameters).
     pqxx::result exec_raw(const std::string& sql) { return tx_->exec(sql); }
+    /// Loads `rows` (tuples in the order of `columns`) into `table` with COPY.
+    template <class Rows>
+    void copy(const std::string& table, const std::vector<std::string>& columns, const Rows& rows) {
+        pqxx::stream_to out(*tx_, table, columns);
+        for (auto& r : rows) out << r;
+        out.complete();
+    }
     /// Quotes a string literal for this connection.
     std::string quote(const std::string& s) { return tx_->quote(s); }
 
