@@ -112,5 +112,6 @@ if(NOT EXISTS "${exe}")
   message(FATAL_ERROR "install_test: the consumer built, but ${exe} is missing")
 endif()
 stem_install_step("run the consumer" "${exe}")
+stem_install_step("run the adapters consumer" "${consumer_build}/consumer_adapters${CMAKE_EXECUTABLE_SUFFIX}")
 
 message(STATUS "install_test: passed")
