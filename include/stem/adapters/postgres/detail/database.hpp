@@ -92,13 +92,6 @@ public:
     explicit session(const database_options& o) : opts_(o) { open(); }
 
     void run_batch(std::vector<std::unique_ptr<pool_job<connection>>>& batch) {
-        try {
-            if (!c_ || !c_->is_open()) open();
-        } catch (const std::exception&) {
-            auto ep = std::current_exception();
-            for (auto& j : batch) j->fail(ep);
-            return;
-        }
         if (batch.size() > 1 && attempt(batch)) return;
         std::vector<std::unique_ptr<pool_job<connection>>> one(1);
         for (auto& j : batch) {
@@ -124,8 +117,10 @@ public:
 private:
     /// Runs the jobs in one transaction. True when it committed, or failed for a reason
     /// that is not any one job's (then every job has been failed).
+    /// The connection is (re)opened first when it is missing or was lost.
     bool attempt(std::vector<std::unique_ptr<pool_job<connection>>>& jobs) {
         try {
+            if (!c_ || !c_->is_open()) open();
             conn_->begin();
             // Jobs that can merge (acks, status writes) run as one statement per kind.
             std::vector<bool> done(jobs.size());
@@ -147,12 +142,14 @@ private:
             conn_->commit();
             return true;
         } catch (const std::exception& e) {
-            conn_->abort();
-            auto ep = std::make_exception_ptr(
-                error(errc::backend_failure, fmt::format("postgres {}: {}", opts_.display, e.what())));
+            if (conn_) conn_->abort();
+            auto ep = dynamic_cast<const error*>(&e)  // open() says what failed already
+                          ? std::current_exception()
+                          : std::make_exception_ptr(
+                                error(errc::backend_failure, fmt::format("postgres {}: {}", opts_.display, e.what())));
             for (auto& j : jobs) j->fail(ep);
-            if (dynamic_cast<const pqxx::broken_connection*>(&e) || !c_->is_open()) {
-                conn_.reset();  // reopened by the next batch
+            if (c_ && (dynamic_cast<const pqxx::broken_connection*>(&e) || !c_->is_open())) {
+                conn_.reset();  // reopened by the next attempt
                 c_.reset();
             }
             return true;
