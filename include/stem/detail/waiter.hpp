@@ -2,9 +2,12 @@
 // waiter.hpp — one coroutine waiting for a wake-up from any thread, with a deadline.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -52,6 +55,33 @@ private:
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     boost::asio::steady_timer timer_;
     std::atomic<bool> fired_{false};
+};
+
+/// The waiters of one store that any change may concern (waiting consumers): each is
+/// woken once by the next change, then registers again before it looks. Thread-safe.
+class waiter_set {
+public:
+    void add(const std::shared_ptr<waiter>& w) {
+        std::lock_guard lk(mu_);
+        if (std::find(waiters_.begin(), waiters_.end(), w) == waiters_.end()) waiters_.push_back(w);
+    }
+    void drop(const std::shared_ptr<waiter>& w) {
+        std::lock_guard lk(mu_);
+        std::erase(waiters_, w);
+    }
+    /// Wakes every registered waiter and forgets them.
+    void wake_all() {
+        std::vector<std::shared_ptr<waiter>> woken;
+        {
+            std::lock_guard lk(mu_);
+            woken.swap(waiters_);
+        }
+        for (auto& w : woken) w->notify();
+    }
+
+private:
+    std::mutex mu_;
+    std::vector<std::shared_ptr<waiter>> waiters_;
 };
 
 /// Converts a wall-clock deadline to the steady clock for timers.

@@ -13,7 +13,6 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <tuple>
 #include <unordered_set>
@@ -111,11 +110,11 @@ public:
         struct unregister {
             state* s;
             std::shared_ptr<detail::waiter> w;
-            ~unregister() { s->drop_waiter(w); }
+            ~unregister() { s->waiters.drop(w); }
         } guard{s.get(), w};
         std::string queues = detail::postgres::text_array(sub.queues);
         for (;;) {
-            s->add_waiter(w);  // before looking: a publish or NOTIFY from now on wakes us
+            s->waiters.add(w);  // before looking: a publish or NOTIFY from now on wakes us
             auto now = to_unix_micros(clock::now());
             auto out = co_await s->db.run([s = s.get(), &sub, &queues, max, now](detail::postgres::connection& c) {
                 std::vector<delivery> got;
@@ -412,26 +411,10 @@ private:
         detail::postgres::database db;
         statements sql;
         std::atomic<std::int64_t> next_sweep{0};
-        std::mutex mu;  // guards waiters
-        std::vector<std::shared_ptr<detail::waiter>> waiters;
+        detail::waiter_set waiters;  // this process's waiting consumers
         std::unique_ptr<detail::postgres::listener> listen;  // last: destroyed first (it calls wake())
 
-        void add_waiter(const std::shared_ptr<detail::waiter>& w) {
-            std::lock_guard lk(mu);
-            if (std::find(waiters.begin(), waiters.end(), w) == waiters.end()) waiters.push_back(w);
-        }
-        void drop_waiter(const std::shared_ptr<detail::waiter>& w) {
-            std::lock_guard lk(mu);
-            std::erase(waiters, w);
-        }
-        void wake() {
-            std::vector<std::shared_ptr<detail::waiter>> w;
-            {
-                std::lock_guard lk(mu);
-                w.swap(waiters);
-            }
-            for (auto& x : w) x->notify();
-        }
+        void wake() { waiters.wake_all(); }
 
         // ---- on a pool thread
         void insert(detail::postgres::connection& c, const envelope& e, const std::string& text, std::int64_t now) {

@@ -91,10 +91,10 @@ public:
         struct unregister {
             state* s;
             std::shared_ptr<detail::waiter> w;
-            ~unregister() { s->drop_waiter(w); }
+            ~unregister() { s->waiters.drop(w); }
         } guard{s.get(), w};
         for (;;) {
-            s->add_waiter(w);  // before looking: a publish from now on wakes us
+            s->waiters.add(w);  // before looking: a publish from now on wakes us
             std::vector<delivery> out;
             {
                 std::lock_guard lk(s->mu);
@@ -410,27 +410,12 @@ private:
         std::shared_ptr<detail::sqlite::database> db;
         statements sql;                  // used on the database thread only
         std::int64_t next_dead_sweep = 0;  // database thread only
-        std::mutex mu;                   // guards what follows
+        std::mutex mu;                   // guards channels
         detail::broadcast_log channels;
-        std::vector<std::shared_ptr<detail::waiter>> waiters;
+        detail::waiter_set waiters;      // this process's waiting consumers
 
-        void add_waiter(const std::shared_ptr<detail::waiter>& w) {
-            std::lock_guard lk(mu);
-            if (std::find(waiters.begin(), waiters.end(), w) == waiters.end()) waiters.push_back(w);
-        }
-        void drop_waiter(const std::shared_ptr<detail::waiter>& w) {
-            std::lock_guard lk(mu);
-            std::erase(waiters, w);
-        }
         /// Wakes this process's waiting consumers (others find the change at their next poll).
-        void wake() {
-            std::vector<std::shared_ptr<detail::waiter>> w;
-            {
-                std::lock_guard lk(mu);
-                w.swap(waiters);
-            }
-            for (auto& x : w) x->notify();
-        }
+        void wake() { waiters.wake_all(); }
 
         // ---- on the database thread
         void insert(detail::sqlite::connection& c, const envelope& e, const std::string& text, std::int64_t now) {
