@@ -1,18 +1,21 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
-//   stem-bench [--broker memory|sqlite|postgres] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
+//   stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
 //              [--concurrency N] [--prefetch N] [--no-track-started] [--pool N]
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
 // directory under $TMPDIR, removed afterwards); each measure starts from empty files.
 // postgres: --url names the server (required); each measure uses tables of a fresh namespace;
 // --pool sets the connections of the broker and of the backend (default 4 each).
+// redis: --url names the server (required, redis://host:port/db); each measure uses keys of
+// a fresh namespace.
 //
 // enqueue: typed enqueues per second (one publish per task).
 // drain:   N no-op tasks queued beforehand with one enqueue_batch (its rate is printed as
 //          "enqueue_bulk"), then run by a worker with results stored; tasks/s.
 // latency: one task at a time, enqueue to result in hand; p50/p99 in ms.
 #include <stem/adapters/postgres.hpp>
+#include <stem/adapters/redis.hpp>
 #include <stem/adapters/sqlite.hpp>
 #include <stem/stem.hpp>
 
@@ -70,7 +73,7 @@ struct settings {
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
-    std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres] [--url URL] [--tasks N] "
+    std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] "
                          "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N]\n",
                  msg.c_str());
     std::exit(2);
@@ -104,9 +107,10 @@ settings parse_args(int argc, char** argv) {
     }
     if (s.measure != "enqueue" && s.measure != "drain" && s.measure != "latency" && s.measure != "all")
         usage_error(fmt::format("unknown measure '{}'", s.measure));
-    if (s.broker != "memory" && s.broker != "sqlite" && s.broker != "postgres")
-        usage_error(fmt::format("broker '{}' is not built into this stem-bench yet (available: memory, sqlite, postgres)", s.broker));
+    if (s.broker != "memory" && s.broker != "sqlite" && s.broker != "postgres" && s.broker != "redis")
+        usage_error(fmt::format("unknown broker '{}' (available: memory, sqlite, postgres, redis)", s.broker));
     if (s.broker == "postgres" && s.url.empty()) usage_error("--broker postgres needs --url postgresql://...");
+    if (s.broker == "redis" && s.url.empty()) usage_error("--broker redis needs --url redis://...");
     return s;
 }
 
@@ -185,6 +189,17 @@ void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure 
         ro.pool_size = bo.pool_size;
         ro.namespace_ = bo.namespace_;
         auto app = make_app(io, s, st, stem::postgres_broker{bo}, stem::postgres_backend{ro});
+        measure(*app);
+        return;
+    }
+    if (s.broker == "redis") {
+        stem::redis_broker_options bo;
+        bo.server = stem::redis::config::from_url(s.url);
+        bo.namespace_ = fmt::format("bench_{}_{}", ::getpid(), ++measure_number);
+        stem::redis_backend_options ro;
+        ro.server = bo.server;
+        ro.namespace_ = bo.namespace_;
+        auto app = make_app(io, s, st, stem::redis_broker{bo}, stem::redis_backend{ro});
         measure(*app);
         return;
     }

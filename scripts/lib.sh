@@ -149,11 +149,9 @@ stem_start_redis() {
   fi
   _stem_redis_dir="$(mktemp -d "${TMPDIR:-/tmp}/stem-redis.XXXXXX")"
   stem_log "starting redis-server on 127.0.0.1:$port (data in $_stem_redis_dir)"
-  if ! redis-server --bind 127.0.0.1 --port "$port" \
-      --dir "$_stem_redis_dir" \
-      --daemonize yes --pidfile "$_stem_redis_dir/redis.pid" \
-      --logfile "$_stem_redis_dir/redis.log" \
-      --appendonly yes; then
+  local args="--bind 127.0.0.1 --port $port --dir $_stem_redis_dir --daemonize yes"
+  args+=" --pidfile $_stem_redis_dir/redis.pid --logfile $_stem_redis_dir/redis.log --appendonly yes --save ''"
+  if ! eval redis-server "$args"; then
     stem_err "redis-server failed to start"
     stem_stop_servers
     return 1
@@ -174,6 +172,12 @@ stem_start_redis() {
     return 1
   fi
   export STEM_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+  # For the fault test that restarts the server mid-run: same data (the append-only
+  # file), same port; returns once it answers again.
+  export STEM_TEST_REDIS_RESTART="redis-cli -h 127.0.0.1 -p $port shutdown >/dev/null 2>&1; \
+while redis-cli -h 127.0.0.1 -p $port ping >/dev/null 2>&1; do sleep 0.05; done; \
+redis-server $args && \
+until redis-cli -h 127.0.0.1 -p $port ping 2>/dev/null | grep -q PONG; do sleep 0.05; done"
   stem_log "redis-server up (pid $_stem_redis_pid): $STEM_TEST_REDIS_URL"
 }
 
@@ -274,6 +278,10 @@ stem_start_servers() {
 # Stops whatever the start functions started and removes their temp dirs.
 # Safe to call any number of times, and when nothing was started.
 stem_stop_servers() {
+  # A test may have restarted redis-server (a new PID): the pid file knows.
+  if [[ -n "$_stem_redis_dir" && -s "$_stem_redis_dir/redis.pid" ]]; then
+    _stem_redis_pid="$(<"$_stem_redis_dir/redis.pid")"
+  fi
   if [[ -n "$_stem_redis_pid" ]]; then
     stem_log "stopping redis-server (pid $_stem_redis_pid)"
     kill -TERM "$_stem_redis_pid" 2>/dev/null || true
@@ -287,7 +295,7 @@ stem_stop_servers() {
     rm -rf -- "$_stem_redis_dir"
   fi
   _stem_redis_pid="" _stem_redis_dir=""
-  unset STEM_TEST_REDIS_URL
+  unset STEM_TEST_REDIS_URL STEM_TEST_REDIS_RESTART
 
   if [[ -n "$_stem_pg_dir" ]]; then
     # A start that failed half-way may still have left a postmaster running, and a

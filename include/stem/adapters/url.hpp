@@ -8,6 +8,8 @@
 //   postgresql://user:secret@db.example:5432/app?sslmode=require&namespace=app
 //                                     (needs stem::postgres; parameters stem does not know
 //                                      go to libpq)
+//   redis://[user:secret@]host:6379/0?namespace=app   rediss://… for TLS (STEM_TLS_* variables)
+//                                     (needs stem::redis)
 //
 // Error messages never show a password.
 // With no URL configured (API, or STEM_BROKER_URL / STEM_RESULT_BACKEND_URL), stem
@@ -22,6 +24,9 @@
 #include <stem/detail/redact.hpp>
 #if defined(STEM_HAS_POSTGRES)
 #include <stem/adapters/postgres.hpp>
+#endif
+#if defined(STEM_HAS_REDIS)
+#include <stem/adapters/redis.hpp>
 #endif
 
 #include <cstdlib>
@@ -152,16 +157,17 @@ inline std::string sqlite_path(const parsed_url& u) {
 }
 
 inline bool is_postgres(const parsed_url& u) { return u.scheme == "postgres" || u.scheme == "postgresql"; }
+inline bool is_redis(const parsed_url& u) { return u.scheme == "redis" || u.scheme == "rediss"; }
 
 [[noreturn]] inline void unsupported_scheme(const parsed_url& u) {
     if (is_postgres(u))
         throw error(errc::unsupported, fmt::format("adapter URL '{}': this program was built without the PostgreSQL "
                                                    "adapter (link the CMake target stem::postgres)", u.shown));
-    if (u.scheme == "redis" || u.scheme == "rediss")
-        throw error(errc::unsupported,
-                    fmt::format("adapter URL '{}': the {} adapter is not part of this version of stem", u.shown, u.scheme));
+    if (is_redis(u))
+        throw error(errc::unsupported, fmt::format("adapter URL '{}': this program was built without the Redis adapter "
+                                                   "(link the CMake target stem::redis)", u.shown));
     throw error(errc::invalid_argument,
-                fmt::format("adapter URL '{}': unknown scheme '{}' (known: memory, sqlite, postgres)", u.shown, u.scheme));
+                fmt::format("adapter URL '{}': unknown scheme '{}' (known: memory, sqlite, postgres, redis)", u.shown, u.scheme));
 }
 
 }  // namespace detail
@@ -198,6 +204,18 @@ inline any_broker make_broker(std::string_view url) {
         return any_broker{postgres_broker{o}};
     }
 #endif
+#if defined(STEM_HAS_REDIS)
+    if (detail::is_redis(u)) {
+        redis_broker_options o;
+        p.text("namespace", o.namespace_);
+        p.duration("visibility_timeout", o.default_visibility_timeout);
+        p.duration("dead_letter_retention", o.dead_letter_retention);
+        p.duration("broadcast_poll", o.broadcast_poll);
+        p.finish();
+        o.server = redis::config::from_url(p.rest_of_url());
+        return any_broker{redis_broker{o}};
+    }
+#endif
     detail::unsupported_scheme(u);
 }
 
@@ -231,6 +249,16 @@ inline any_backend make_backend(std::string_view url) {
         p.count("pool_size", o.pool_size);
         o.conninfo = p.rest_of_url();
         return any_backend{postgres_backend{o}};
+    }
+#endif
+#if defined(STEM_HAS_REDIS)
+    if (detail::is_redis(u)) {
+        redis_backend_options o;
+        p.text("namespace", o.namespace_);
+        p.duration("default_ttl", o.default_ttl);
+        p.finish();
+        o.server = redis::config::from_url(p.rest_of_url());
+        return any_backend{redis_backend{o}};
     }
 #endif
     detail::unsupported_scheme(u);

@@ -1,0 +1,597 @@
+// stem/adapters/redis: the Redis adapters (hiredis for the protocol, Asio for the I/O).
+// redis_broker.hpp — a broker on Redis Streams: a stream per queue and priority, consumer
+// groups, leases with tokens in a sorted set, delayed envelopes in a sorted set, dead
+// letters, broadcasts with a consumer group per subscriber. docs/adapters/redis.md.
+#pragma once
+
+#include <stem/adapters/redis/client.hpp>
+#include <stem/adapters/redis/detail/broker_scripts.hpp>
+#include <stem/adapters/redis/detail/coalescer.hpp>
+#include <stem/contracts/broker.hpp>
+#include <stem/core/clock.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/parse.hpp>
+
+namespace stem {
+
+/// Settings of a redis_broker.
+struct redis_broker_options {
+    redis::config server{};                                        ///< where Redis is
+    std::string namespace_ = "stem";                               ///< key prefix ("{stem}:…")
+    std::chrono::milliseconds default_visibility_timeout{30'000};  ///< lease when the envelope names none
+    std::chrono::milliseconds dead_letter_retention{7 * 24 * 3'600'000};  ///< older dead letters are removed
+    std::chrono::milliseconds broadcast_poll{500};  ///< how often a consumer of broadcast channels looks while idle
+    std::size_t broadcast_max_length = 10'000;      ///< broadcast streams are trimmed to about this many entries
+};
+
+/// A broker on Redis Streams. Any number of producers and workers on any machines may
+/// share one Redis. Ordinary commands of all coroutines share one pipelined connection;
+/// an idle consumer waits in `XREADGROUP … BLOCK` on a connection of its own. Acks made
+/// at about the same time go to the server as one script call.
+///
+/// A lease is a member `<priority>:<entry id>:<token>` of a sorted set scored by its
+/// expiry: each delivery has its own expiry (its envelope's visibility timeout), extending
+/// changes the score of the same member, and taking an expired lease again increments the
+/// token, so an ack, extension, retry or dead-lettering with the old token changes nothing.
+class redis_broker {
+public:
+    explicit redis_broker(redis_broker_options o) : s_(std::make_shared<state>(std::move(o))) {}
+
+    /// The namespace (keys start with "{namespace}:").
+    const std::string& namespace_name() const noexcept { return s_->opts.namespace_; }
+
+    awaitable<void> publish(envelope e) {
+        validate(e);
+        auto s = s_;
+        redis::request r;
+        s->push_publish(r, e, serialize(e), now_ms());
+        auto rs = co_await s->exec_ensured(std::move(r), e.queue);
+        for (auto& x : rs) redis::checked(*x, "publish");
+    }
+
+    /// All envelopes in one round trip (one pipelined write).
+    awaitable<void> publish_batch(std::vector<envelope> batch) {
+        for (auto& e : batch) validate(e);
+        if (batch.empty()) co_return;
+        auto s = s_;
+        std::set<std::string> queues;
+        redis::request r;
+        auto now = now_ms();
+        for (auto& e : batch) {
+            s->push_publish(r, e, serialize(e), now);
+            queues.insert(e.queue);
+        }
+        std::vector<std::string> names(queues.begin(), queues.end());
+        auto rs = co_await s->exec_ensured(std::move(r), std::move(names));
+        for (auto& x : rs) redis::checked(*x, "publish");
+    }
+
+    /// Adds `e` to the broadcast stream of `channel`: every consumer that has read the
+    /// channel before gets it once.
+    awaitable<void> broadcast(std::string channel, envelope e) {
+        validate(e);
+        auto s = s_;
+        redis::request r;
+        r.push("XADD", s->prefix + ":bc:" + channel, "MAXLEN", "~", s->opts.broadcast_max_length, "*", "v", "0", "e", serialize(e));
+        auto rs = co_await s->cli.exec(std::move(r));
+        redis::checked(*rs.at(0), "broadcast");
+    }
+
+    awaitable<std::vector<delivery>> consume(const subscription& sub, std::size_t max, std::chrono::milliseconds wait) {
+        if (max == 0) co_return std::vector<delivery>{};
+        auto s = s_;
+        auto deadline = std::chrono::steady_clock::now() + wait;
+        co_await s->ensure(sub.queues);
+        for (;;) {
+            std::int64_t next_ms = -1;
+            auto out = co_await s->claim(sub, max, next_ms);
+            auto now = std::chrono::steady_clock::now();
+            if (!out.empty() || now >= deadline) co_return out;
+            // Wait for new entries in a blocking read, at most until something delayed
+            // falls due, a lease expires, or broadcasts are looked at again.
+            auto until = deadline;
+            if (next_ms >= 0)
+                until = std::min(until, now + std::chrono::milliseconds(std::max<std::int64_t>(1, next_ms - now_ms())));
+            if (!sub.broadcasts.empty()) until = std::min(until, now + s->opts.broadcast_poll);
+            if (sub.queues.empty()) {
+                boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, until);
+                co_await t.async_wait(boost::asio::use_awaitable);
+                continue;
+            }
+            auto block = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
+            out = co_await s->block_read(sub, max, std::max(block, std::chrono::milliseconds(1)));
+            if (!out.empty()) co_return out;
+        }
+    }
+
+    awaitable<bool> ack(const delivery& d) {
+        if (d.broadcast) co_return true;
+        auto s = s_;
+        co_return co_await s->acks->submit(lease_of(d));
+    }
+
+    awaitable<bool> nack(const delivery& d, bool requeue) {
+        if (d.broadcast) co_return true;
+        auto s = s_;
+        if (!requeue) co_return co_await s->acks->submit(lease_of(d));
+        auto l = lease_of(d);
+        std::vector<std::string> args{l.queue, l.priority, l.id, std::to_string(l.token)};
+        auto r = co_await s->eval(s->requeue, std::move(args));
+        co_return redis::integer(*r) == 1;
+    }
+
+    awaitable<bool> extend_lease(const delivery& d, std::chrono::milliseconds by) {
+        if (d.broadcast) co_return true;
+        auto s = s_;
+        auto l = lease_of(d);
+        std::vector<std::string> args{l.queue, l.priority, l.id, std::to_string(l.token), std::to_string(now_ms() + by.count())};
+        auto r = co_await s->eval(s->extend, std::move(args));
+        co_return redis::integer(*r) == 1;
+    }
+
+    /// Releases the delivery and publishes `next` (delayed if it has a not_before) in one
+    /// script: no dead letter, nothing lost in between.
+    awaitable<bool> retry(const delivery& d, envelope next) {
+        validate(next);
+        auto s = s_;
+        auto l = lease_of(d);
+        auto due = next.not_before ? to_ms(*next.not_before) : 0;
+        std::vector<std::string> args{l.queue, l.priority, l.id, std::to_string(l.token), next.queue, std::to_string(next.priority),
+                                   std::to_string(visibility_ms(next)), std::to_string(due), serialize(next)};
+        auto r = co_await s->eval(s->retry, std::move(args));
+        co_return redis::integer(*r) == 1;
+    }
+
+    awaitable<bool> dead_letter(const delivery& d, std::string reason) {
+        auto s = s_;
+        lease l;
+        if (d.broadcast) l.queue = d.queue;
+        else l = lease_of(d);
+        std::vector<std::string> args{l.queue, l.priority, l.id, std::to_string(l.token), d.env.id, reason, serialize(d.env),
+                                   std::to_string(s->opts.dead_letter_retention.count())};
+        auto r = co_await s->eval(s->dead, std::move(args));
+        co_return redis::integer(*r) == 1;
+    }
+
+    /// Dead letters of `queue` (all queues when empty), oldest first.
+    awaitable<dead_letter_page> list_dead_letters(std::string queue, std::size_t limit, std::size_t offset) {
+        auto s = s_;
+        std::vector<std::string> args{queue, std::to_string(offset), std::to_string(limit)};
+        auto r = co_await s->eval(s->dead_page, std::move(args));
+        dead_letter_page page;
+        page.total = std::uint64_t(redis::integer(redis::at(*r, 0)));
+        for (std::size_t i = 1; i < redis::size(*r); ++i) page.items.push_back(read_dead(redis::text(redis::at(*r, i))));
+        co_return page;
+    }
+
+    awaitable<std::optional<dead_letter_entry>> get_dead_letter(std::string id) {
+        auto s = s_;
+        redis::request req;
+        req.push("HGET", s->prefix + ":dead_data", id);
+        auto rs = co_await s->cli.exec(std::move(req));
+        auto& r = redis::checked(*rs.at(0), "get_dead_letter");
+        if (redis::is_nil(r)) co_return std::nullopt;
+        co_return read_dead(redis::text(r));
+    }
+
+    /// Publishes the oldest `o.limit` dead letters again (attempt 0), oldest first.
+    awaitable<std::vector<dead_letter_entry>> replay_dead_letters(std::string queue, replay_options o) {
+        auto s = s_;
+        auto page = co_await list_dead_letters(queue, o.limit, 0);
+        if (o.dry_run) co_return std::move(page.items);
+        std::vector<dead_letter_entry> replayed;
+        std::set<std::string> queues;
+        for (auto& dl : page.items) queues.insert(dl.env.queue);
+        std::vector<std::string> names(queues.begin(), queues.end());
+        co_await s->ensure(names);
+        auto now = clock::now();
+        for (auto& dl : page.items) {
+            envelope e = dl.env;
+            e.attempt = 0;
+            e.not_before.reset();
+            if (o.delay) e.not_before = now + *o.delay;
+            auto due = e.not_before ? to_ms(*e.not_before) : 0;
+            std::vector<std::string> args{e.id, e.queue, std::to_string(e.priority), std::to_string(visibility_ms(e)), std::to_string(due),
+                                       serialize(e)};
+            auto r = co_await s->eval(s->replay_one, std::move(args));
+            if (redis::integer(*r) == 1) replayed.push_back(std::move(dl));
+        }
+        co_return replayed;
+    }
+
+    awaitable<std::uint64_t> purge_dead_letters(std::string queue, bool dry_run) {
+        auto s = s_;
+        if (dry_run) {
+            auto page = co_await list_dead_letters(queue, 0, 0);
+            co_return page.total;
+        }
+        std::vector<std::string> args{queue};
+        auto r = co_await s->eval(s->purge_dead, std::move(args));
+        co_return std::uint64_t(redis::integer(*r));
+    }
+
+    /// Removes every pending and delayed envelope of `queue` (leased ones stay); returns how many.
+    awaitable<std::uint64_t> purge(std::string queue) {
+        auto s = s_;
+        std::vector<std::string> args{queue};
+        auto r = co_await s->eval(s->purge, std::move(args));
+        co_return std::uint64_t(redis::integer(*r));
+    }
+
+    awaitable<queue_stats> stats(std::string queue) {
+        auto s = s_;
+        std::vector<std::string> args{queue};
+        auto r = co_await s->eval(s->stats_script, std::move(args));
+        queue_stats st;
+        st.queue = queue;
+        st.pending = std::uint64_t(std::max<std::int64_t>(0, redis::integer(redis::at(*r, 0))));
+        st.delayed = std::uint64_t(redis::integer(redis::at(*r, 1)));
+        st.inflight = std::uint64_t(redis::integer(redis::at(*r, 2)));
+        st.dead = std::uint64_t(redis::integer(redis::at(*r, 3)));
+        co_return st;
+    }
+
+    awaitable<std::vector<std::string>> queues() {
+        auto s = s_;
+        redis::request req;
+        req.push("SMEMBERS", s->prefix + ":queues");
+        auto rs = co_await s->cli.exec(std::move(req));
+        auto& r = redis::checked(*rs.at(0), "queues");
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < redis::size(r); ++i) out.emplace_back(redis::text(redis::at(r, i)));
+        std::sort(out.begin(), out.end());
+        co_return out;
+    }
+
+    broker_capabilities capabilities() const { return {.priority = true, .delay = true, .cross_process_broadcast = true, .durable = true}; }
+
+private:
+    /// What a delivery's lease is made of (kept in delivery::queue, locator and token).
+    struct lease {
+        std::string queue;
+        std::string priority;  ///< "0".."9"; empty for a broadcast
+        std::string id;        ///< stream entry id
+        std::uint64_t token = 0;
+    };
+
+    static lease lease_of(const delivery& d) {
+        auto colon = d.locator.find(':');
+        if (colon == std::string::npos) throw error(errc::invalid_argument, "redis_broker: the delivery has no lease locator");
+        return {d.queue, d.locator.substr(0, colon), d.locator.substr(colon + 1), d.token};
+    }
+
+    static std::int64_t to_ms(time_point t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
+    static std::int64_t now_ms() { return to_ms(clock::now()); }
+    static std::int64_t visibility_ms(const envelope& e) { return e.visibility_timeout ? std::int64_t(e.visibility_timeout->count()) : 0; }
+
+    /// A dead-letter record (JSON {q, r, t, e}); an envelope that no longer decodes is shown
+    /// with its queue, and its text as the arguments.
+    static dead_letter_entry read_dead(std::string_view rec) {
+        auto v = boost::json::parse(rec).as_object();
+        dead_letter_entry dl;
+        std::string text(v.at("e").as_string());
+        try {
+            dl.env = parse_envelope(text);
+        } catch (const std::exception&) {
+            dl.env.queue = std::string(v.at("q").as_string());
+            dl.env.name = "(undecodable)";
+            dl.env.args = std::move(text);
+        }
+        dl.reason = std::string(v.at("r").as_string());
+        dl.dead_at = time_point(std::chrono::milliseconds(v.at("t").to_number<std::int64_t>()));
+        return dl;
+    }
+
+    struct state : std::enable_shared_from_this<state> {
+        explicit state(redis_broker_options o)
+            : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server),
+              consume(script("consume", redis::detail::broker_lua::consume)), ensure_script(script("ensure", redis::detail::broker_lua::ensure)), lease_new(script("lease_new", redis::detail::broker_lua::lease_new)),
+              ack(script("ack", redis::detail::broker_lua::ack)), requeue(script("requeue", redis::detail::broker_lua::requeue)), extend(script("extend", redis::detail::broker_lua::extend)),
+              retry(script("retry", redis::detail::broker_lua::retry)), dead(script("dead", redis::detail::broker_lua::dead)), dead_page(script("dead_page", redis::detail::broker_lua::dead_page)),
+              replay_one(script("replay_one", redis::detail::broker_lua::replay_one)), purge_dead(script("purge_dead", redis::detail::broker_lua::purge_dead)), purge(script("purge", redis::detail::broker_lua::purge)),
+              stats_script(script("stats", redis::detail::broker_lua::stats)), sweep(script("sweep", redis::detail::broker_lua::sweep)), broadcast_read(script("broadcast_read", redis::detail::broker_lua::broadcast_read)) {
+            if (opts.namespace_.empty() || opts.namespace_.find_first_of("{}") != std::string::npos)
+                throw error(errc::invalid_argument, fmt::format("redis_broker: bad namespace '{}'", opts.namespace_));
+            acks = std::make_shared<redis::detail::coalescer<lease, bool>>(
+                [this](std::vector<lease>& ls) { return ack_many(ls); }, 512);
+            for (auto* sc : {&consume, &ensure_script, &lease_new, &ack, &requeue, &extend, &retry, &dead, &dead_page, &replay_one,
+                             &purge_dead, &purge, &stats_script, &sweep, &broadcast_read})
+                cli.preload(*sc);
+        }
+
+        static redis::script script(const char* name, std::string_view body) {
+            return redis::script(name, std::string(redis::detail::broker_lua::prelude) + std::string(body));
+        }
+
+        /// Runs `s` with ARGV = prefix, now (ms), args...
+        awaitable<redis::reply> eval(const redis::script& s, std::vector<std::string> args) {
+            args.insert(args.begin(), {prefix, std::to_string(now_ms())});
+            std::vector<std::string> keys{prefix + ":queues"};
+            co_return co_await cli.eval(s, std::move(keys), std::move(args));
+        }
+
+        void push_publish(redis::request& r, const envelope& e, const std::string& text, std::int64_t now) {
+            auto vis = std::to_string(visibility_ms(e));
+            if (e.not_before && to_ms(*e.not_before) > now) {
+                r.push("ZADD", prefix + ":delayed:" + e.queue, to_ms(*e.not_before),
+                       std::to_string(e.priority) + ":" + vis + ":" + text);
+            } else {
+                r.push("XADD", fmt::format("{}:q:{}:{}", prefix, e.queue, e.priority), "*", "v", vis, "e", text);
+            }
+        }
+
+        /// Creates the streams and groups of queues this object has not seen yet.
+        awaitable<void> ensure(const std::vector<std::string>& queues) {
+            std::vector<std::string> fresh;
+            {
+                std::lock_guard lk(mu);
+                for (auto& q : queues)
+                    if (!ensured.contains(q)) fresh.push_back(q);
+            }
+            if (fresh.empty()) co_return;
+            co_await eval(ensure_script, fresh);
+            std::lock_guard lk(mu);
+            ensured.insert(fresh.begin(), fresh.end());
+        }
+        awaitable<std::vector<redis::reply>> exec_ensured(redis::request r, std::vector<std::string> queues) {
+            co_await ensure(queues);
+            co_return co_await cli.exec(std::move(r));
+        }
+        awaitable<std::vector<redis::reply>> exec_ensured(redis::request r, const std::string& queue) {
+            std::vector<std::string> queues(1, queue);
+            co_return co_await exec_ensured(std::move(r), std::move(queues));
+        }
+        void forget_ensured() {
+            std::lock_guard lk(mu);
+            ensured.clear();
+        }
+
+        /// One round trip: broadcasts, then the consume script (and now and then the sweep).
+        awaitable<std::vector<delivery>> claim(const subscription& sub, std::size_t max, std::int64_t& next_ms) {
+            auto now = now_ms();
+            std::vector<std::string> args{prefix, std::to_string(now), sub.consumer};
+            redis::request r;
+            bool bc = !sub.broadcasts.empty();
+            if (bc) {
+                auto a = args;
+                a.push_back(std::to_string(max));
+                a.insert(a.end(), sub.broadcasts.begin(), sub.broadcasts.end());
+                redis::client::push_script(r, broadcast_read, {prefix + ":queues"}, a);
+            }
+            bool q = !sub.queues.empty();
+            if (q) {
+                auto a = args;
+                a.push_back(std::to_string(max));
+                a.push_back(std::to_string(opts.default_visibility_timeout.count()));
+                a.insert(a.end(), sub.queues.begin(), sub.queues.end());
+                redis::client::push_script(r, consume, {prefix + ":queues"}, a);
+            }
+            bool sweeping = q && due_for_sweep();
+            if (sweeping) {
+                auto a = args;
+                a.push_back(std::to_string(opts.default_visibility_timeout.count()));
+                a.insert(a.end(), sub.queues.begin(), sub.queues.end());
+                redis::client::push_script(r, sweep, {prefix + ":queues"}, a);
+            }
+            auto rs = co_await cli.exec(std::move(r));
+            if (std::any_of(rs.begin(), rs.end(), [](auto& x) { return redis::is_error(*x) && redis::text(*x).starts_with("NOSCRIPT"); })) {
+                // First use on this server: load the scripts and try again.
+                redis::request load;
+                for (auto* sc : {&broadcast_read, &consume, &sweep}) load.push("SCRIPT", "LOAD", sc->source());
+                for (auto& x : co_await cli.exec(std::move(load))) redis::checked(*x, "SCRIPT LOAD");
+                co_return co_await claim(sub, max, next_ms);
+            }
+            std::vector<delivery> out;
+            std::size_t i = 0;
+            if (bc) {
+                auto& b = redis::checked(*rs[i++], "broadcast_read");
+                for (std::size_t k = 0; k + 1 < redis::size(b); k += 2) {
+                    delivery d;
+                    d.queue = sub.broadcasts.at(std::size_t(redis::integer(redis::at(b, k))) - 1);
+                    d.broadcast = true;
+                    try {
+                        d.env = parse_envelope(redis::text(redis::at(b, k + 1)));
+                    } catch (const std::exception&) {
+                        continue;  // a broadcast nobody can read: nothing to keep
+                    }
+                    out.push_back(std::move(d));
+                }
+            }
+            if (q) {
+                auto& c = redis::checked(*rs[i++], "consume");
+                next_ms = redis::integer(redis::at(c, 0));
+                for (std::size_t k = 1; k + 6 <= redis::size(c); k += 6) {
+                    delivery d;
+                    d.queue = sub.queues.at(std::size_t(redis::integer(redis::at(c, k))) - 1);
+                    d.locator = fmt::format("{}:{}", redis::integer(redis::at(c, k + 1)), redis::text(redis::at(c, k + 2)));
+                    d.token = std::uint64_t(redis::integer(redis::at(c, k + 3)));
+                    d.lease_expires = time_point(std::chrono::milliseconds(redis::integer(redis::at(c, k + 4))));
+                    if (decode_or_bury(d, redis::text(redis::at(c, k + 5)))) out.push_back(std::move(d));
+                }
+            }
+            if (sweeping) redis::checked(*rs[i++], "sweep");
+            co_return out;
+        }
+
+        /// Decodes a delivered envelope; one that does not decode is dead-lettered with the
+        /// reason (false) and the consumer goes on.
+        bool decode_or_bury(delivery& d, std::string_view text) {
+            try {
+                d.env = parse_envelope(text);
+                return true;
+            } catch (const std::exception& e) {
+                auto l = lease_of(d);
+                d.env.id = fmt::format("undecodable-{}", l.id);
+                d.env.queue = d.queue;
+                auto reason = fmt::format("decode-error: {}", e.what());
+                std::vector<std::string> args{l.queue, l.priority, l.id, std::to_string(l.token), d.env.id, reason, std::string(text),
+                                              std::to_string(opts.dead_letter_retention.count())};
+                boost::asio::co_spawn(cli.executor(), bury(shared_from_this(), std::move(args)), boost::asio::detached);
+                return false;
+            }
+        }
+        static awaitable<void> bury(std::shared_ptr<state> self, std::vector<std::string> args) {
+            try {
+                co_await self->eval(self->dead, std::move(args));
+            } catch (const std::exception&) {
+                // Its lease runs out and the next consumer tries (and buries) it again.
+            }
+        }
+
+        bool due_for_sweep() {
+            auto now = std::chrono::steady_clock::now();
+            std::lock_guard lk(mu);
+            if (now < next_sweep) return false;
+            next_sweep = now + opts.default_visibility_timeout;
+            return true;
+        }
+
+        /// Waits in XREADGROUP … BLOCK for new entries of the subscription's queues, then
+        /// leases what it got.
+        awaitable<std::vector<delivery>> block_read(const subscription& sub, std::size_t max, std::chrono::milliseconds block) {
+            std::vector<std::string> argv{"XREADGROUP", "GROUP", "stem", sub.consumer, "COUNT", std::to_string(max),
+                                          "BLOCK", std::to_string(block.count()), "STREAMS"};
+            std::vector<stream_key> keys;
+            for (std::size_t qi = 0; qi < sub.queues.size(); ++qi)
+                for (int p = 9; p >= 0; --p) {
+                    argv.push_back(fmt::format("{}:q:{}:{}", prefix, sub.queues[qi], p));
+                    keys.push_back({qi, p});
+                }
+            for (std::size_t k = 0; k < keys.size(); ++k) argv.push_back(">");
+            redis::request r;
+            r.push_range(argv.begin(), argv.end());
+            // Entries a cancelled reader got are leased as expired: the next consumer takes them.
+            auto queues = sub.queues;
+            auto orphan = [weak = weak_from_this(), queues, keys](std::vector<redis::reply> rs) {
+                auto self = weak.lock();
+                if (!self || rs.empty() || redis::is_error(*rs[0]) || redis::is_nil(*rs[0])) return;
+                auto args = self->lease_args(*rs[0], queues, [&](std::string_view key) {
+                    for (std::size_t k = 0; k < keys.size(); ++k)
+                        if (key == fmt::format("{}:q:{}:{}", self->prefix, queues[keys[k].queue], keys[k].priority)) return k;
+                    return keys.size();
+                }, keys, -1);
+                if (args.size() > 3) boost::asio::co_spawn(self->cli.executor(), orphan_lease(self, std::move(args)), boost::asio::detached);
+            };
+            redis::connection::orphan_handler on_orphan = std::move(orphan);
+            auto rs = co_await cli.exec_blocking(std::move(r), std::move(on_orphan));
+            auto& rep = *rs.at(0);
+            if (redis::is_error(rep) && redis::text(rep).find("NOGROUP") != std::string_view::npos) {
+                forget_ensured();  // someone removed the keys: make them again
+                co_await ensure(sub.queues);
+                co_return std::vector<delivery>{};
+            }
+            redis::checked(rep, "XREADGROUP");
+            if (redis::is_nil(rep)) co_return std::vector<delivery>{};
+            auto find = [&](std::string_view key) {
+                for (std::size_t k = 0; k < keys.size(); ++k)
+                    if (key == argv[9 + k]) return k;
+                return keys.size();
+            };
+            auto args = lease_args(rep, sub.queues, find, keys, opts.default_visibility_timeout.count());
+            std::vector<std::string> lease_argv(args.begin() + 2, args.end());
+            auto exp = co_await eval(lease_new, std::move(lease_argv));
+            // Deliveries in the order of lease_args.
+            std::vector<delivery> out;
+            std::size_t n = 0;
+            for (std::size_t s = 0; s < redis::size(rep); ++s) {
+                auto& stream = redis::at(rep, s);
+                auto k = find(redis::text(redis::at(stream, 0)));
+                if (k == keys.size()) continue;
+                auto& entries = redis::at(stream, 1);
+                for (std::size_t e = 0; e < redis::size(entries); ++e, ++n) {
+                    auto& entry = redis::at(entries, e);
+                    delivery d;
+                    d.queue = sub.queues[keys[k].queue];
+                    d.locator = fmt::format("{}:{}", keys[k].priority, redis::text(redis::at(entry, 0)));
+                    d.token = 1;
+                    d.lease_expires = time_point(std::chrono::milliseconds(redis::integer(redis::at(*exp, n))));
+                    if (decode_or_bury(d, field(redis::at(entry, 1), "e"))) out.push_back(std::move(d));
+                }
+            }
+            co_return out;
+        }
+
+        /// A stream of a blocking read: which queue of the subscription, which priority.
+        struct stream_key {
+            std::size_t queue;
+            int priority;
+        };
+
+        static std::string_view field(const redisReply& f, std::string_view name) {
+            for (std::size_t i = 0; i + 1 < redis::size(f); i += 2)
+                if (redis::text(redis::at(f, i)) == name) return redis::text(redis::at(f, i + 1));
+            return {};
+        }
+
+        /// ARGV of lease_new (after prefix and now) for the entries of an XREADGROUP reply.
+        template <class Find, class Keys>
+        std::vector<std::string> lease_args(const redisReply& rep, const std::vector<std::string>& queues, Find find, const Keys& keys,
+                                            std::int64_t dvis) {
+            std::vector<std::string> args{prefix, std::to_string(now_ms()), std::to_string(dvis)};
+            for (std::size_t s = 0; s < redis::size(rep); ++s) {
+                auto& stream = redis::at(rep, s);
+                auto k = find(redis::text(redis::at(stream, 0)));
+                if (k == keys.size()) continue;
+                auto& entries = redis::at(stream, 1);
+                for (std::size_t e = 0; e < redis::size(entries); ++e) {
+                    auto& entry = redis::at(entries, e);
+                    args.push_back(queues[keys[k].queue]);
+                    args.push_back(std::to_string(keys[k].priority));
+                    args.emplace_back(redis::text(redis::at(entry, 0)));
+                    args.emplace_back(field(redis::at(entry, 1), "v"));
+                }
+            }
+            return args;
+        }
+
+        static awaitable<void> orphan_lease(std::shared_ptr<state> self, std::vector<std::string> args) {
+            try {
+                std::vector<std::string> keys{self->prefix + ":queues"};
+                co_await self->cli.eval(self->lease_new, std::move(keys), std::move(args));
+            } catch (const std::exception&) {
+                // The sweep finds them later.
+            }
+        }
+
+        /// One script call for every lease in `ls`.
+        awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
+            std::vector<std::string> args;
+            args.reserve(ls.size() * 4);
+            for (auto& l : ls) {
+                args.push_back(l.queue);
+                args.push_back(l.priority);
+                args.push_back(l.id);
+                args.push_back(std::to_string(l.token));
+            }
+            auto r = co_await eval(ack, std::move(args));
+            std::vector<bool> out;
+            for (std::size_t i = 0; i < ls.size(); ++i) out.push_back(redis::integer(redis::at(*r, i)) == 1);
+            co_return out;
+        }
+
+        redis_broker_options opts;
+        std::string prefix;
+        redis::client cli;
+        redis::script consume, ensure_script, lease_new, ack, requeue, extend, retry, dead, dead_page, replay_one, purge_dead, purge,
+            stats_script, sweep, broadcast_read;
+        std::shared_ptr<redis::detail::coalescer<lease, bool>> acks;
+        std::mutex mu;
+        std::set<std::string> ensured;
+        std::chrono::steady_clock::time_point next_sweep{};
+    };
+
+    std::shared_ptr<state> s_;
+};
+
+static_assert(broker<redis_broker>);
+
+}  // namespace stem

@@ -1,0 +1,153 @@
+// The Redis adapters against the private server that scripts/test starts
+// (STEM_TEST_REDIS_URL): the contract kits, directly and from a URL, a damaged entry,
+// and URL handling. Multi-process and restart cases: redis_process_tests.cpp.
+#include "adapters/redis/redis_support.hpp"
+#include "contracts/backend_kit.hpp"
+#include "contracts/broker_kit.hpp"
+
+#include <stem/adapters/url.hpp>
+
+#include <doctest/doctest.h>
+
+#include <functional>
+
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+using stem_test::awaitable;
+using namespace redis_test;
+
+namespace {
+
+/// Takes `x` ms.
+struct redis_sleepy : stem::task_definition<stem_test::num_args, int> {
+    static constexpr std::string_view name = "redis.sleepy";
+    awaitable<int> operator()(stem::task_context&, stem_test::num_args a) {
+        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(a.x));
+        co_await t.async_wait(boost::asio::use_awaitable);
+        co_return a.x;
+    }
+};
+
+struct redis_broker_fixture {
+    static stem::redis_broker make() { return stem::redis_broker{broker_opts(fresh_namespace())}; }
+    // A second broker object on the same keys: other connections, as another process would have.
+    static stem::redis_broker peer(stem::redis_broker& b) {
+        auto o = broker_opts(b.namespace_name());
+        return stem::redis_broker{o};
+    }
+};
+
+struct redis_backend_fixture {
+    static stem::redis_backend make() { return stem::redis_backend{backend_opts(fresh_namespace())}; }
+    static stem::redis_backend peer(stem::redis_backend& r) { return r; }
+};
+
+struct url_redis_broker_fixture {
+    static stem::any_broker make() { return stem::make_broker(redis_url() + "?namespace=" + fresh_namespace()); }
+    static stem::any_broker peer(stem::any_broker& b) { return b; }
+};
+struct url_redis_backend_fixture {
+    static stem::any_backend make() { return stem::make_backend(redis_url() + "?namespace=" + fresh_namespace()); }
+    static stem::any_backend peer(stem::any_backend& r) { return r; }
+};
+
+std::string message_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace
+
+STEM_BROKER_CONTRACT_TESTS(redis_broker_fixture, "redis")
+STEM_BROKER_CONTRACT_TESTS(url_redis_broker_fixture, "any(redis)")
+STEM_BACKEND_CONTRACT_TESTS(redis_backend_fixture, "redis")
+STEM_BACKEND_CONTRACT_TESTS(url_redis_backend_fixture, "any(redis)")
+
+TEST_CASE("adapters.redis: URLs: user, password, database and TLS are read, bad ones are refused without the password") {
+    auto c = stem::redis::config::from_url("redis://app:s3cret@cache.example:6380/4");
+    CHECK(c.host == "cache.example");
+    CHECK(c.port == 6380);
+    CHECK(c.user == "app");
+    CHECK(c.password == "s3cret");
+    CHECK(c.database == 4);
+    CHECK_FALSE(c.tls);
+    CHECK(c.display() == "redis://app:***@cache.example:6380/4");
+    auto only_password = stem::redis::config::from_url("redis://:pw@localhost");
+    CHECK(only_password.user.empty());
+    CHECK(only_password.password == "pw");
+    CHECK(only_password.port == 6379);
+    CHECK(stem::redis::config::from_url("rediss://localhost:6390").tls);
+
+    auto bad_db = message_of([] { stem::redis::config::from_url("redis://u:topsecret@localhost/x"); });
+    CHECK(bad_db.find("database number") != std::string::npos);
+    CHECK(bad_db.find("topsecret") == std::string::npos);
+    auto unknown = message_of([] { stem::make_broker("redis://u:topsecret@localhost:6390/0?colour=blue"); });
+    CHECK(unknown.find("unknown parameter 'colour'") != std::string::npos);
+    CHECK(unknown.find("topsecret") == std::string::npos);
+    auto bad_duration = message_of([] { stem::make_backend("redis://localhost/0?default_ttl=soon"); });
+    CHECK(bad_duration.find("default_ttl") != std::string::npos);
+}
+
+TEST_CASE("adapters.redis: a refused login and an unreachable server give clear errors without the password") {
+    stem_test::run([]() -> awaitable<void> {
+        auto wrong = stem::redis::config::from_url(redis_url());
+        wrong.password = "not-the-password";
+        wrong.user = "nobody";
+        stem::redis_broker_options o;
+        o.server = wrong;
+        o.namespace_ = fresh_namespace();
+        stem::redis_broker b{o};
+        std::string what;
+        try {
+            co_await b.stats("q"s);
+        } catch (const std::exception& e) {
+            what = e.what();
+        }
+        INFO(what);
+        CHECK(what.find("set-up refused") != std::string::npos);
+        CHECK(what.find("not-the-password") == std::string::npos);
+
+        stem::redis_broker_options nowhere;
+        nowhere.server = stem::redis::config::from_url("redis://127.0.0.1:1/0");
+        nowhere.namespace_ = fresh_namespace();
+        stem::redis_broker gone{nowhere};
+        what.clear();
+        try {
+            co_await gone.stats("q"s);
+        } catch (const std::exception& e) {
+            what = e.what();
+        }
+        CHECK(what.find("redis://127.0.0.1:1/0") != std::string::npos);
+        CHECK(what.find("cannot connect") != std::string::npos);
+    });
+}
+
+TEST_CASE("adapters.redis: an entry that does not decode is dead-lettered with the reason and the worker keeps going") {
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)},
+                      stem::redis_backend{backend_opts(ns)}, stem::tasks{redis_sleepy{}}, stem_test::app_options(2)};
+        stem::redis::client raw(stem::redis::config::from_url(redis_url()));
+        stem::redis::request r;
+        r.push("XADD", "{" + ns + "}:q:default:0", "*", "v", "0", "e", "{\"id\": 42, broken");
+        auto added = co_await raw.exec(std::move(r));
+        REQUIRE(stem::redis::text(*added.at(0)).find('-') != std::string_view::npos);
+        std::string entry(stem::redis::text(*added[0]));
+        stem_test::num_args two{2};
+        auto second = co_await app.enqueue<redis_sleepy>(two);
+        app.start();
+        auto res = co_await second.wait(10s);
+        CHECK(res.succeeded());
+        auto dead = co_await app.get_broker().get_dead_letter("undecodable-" + entry);
+        REQUIRE(dead);
+        CHECK(dead->reason.starts_with("decode-error: "));
+        auto stats = co_await app.get_broker().stats("default"s);
+        CHECK(stats.pending + stats.inflight == 0);
+        CHECK(stats.dead == 1);
+        co_await app.shutdown();
+    });
+}
