@@ -1,14 +1,15 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
 //   stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
-//              [--concurrency N] [--prefetch N] [--no-track-started] [--pool N]
+//              [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
 // directory under $TMPDIR, removed afterwards); each measure starts from empty files.
 // postgres: --url names the server (required); each measure uses tables of a fresh namespace;
 // --pool sets the connections of the broker and of the backend (default 4 each).
 // redis: --url names the server (required, redis://host:port/db); each measure uses keys of
-// a fresh namespace.
+// a fresh namespace. The connections run on the shared Redis I/O thread (the default);
+// --redis-same-thread runs them on the bench's own thread (the adapters' `executor` option).
 //
 // enqueue: typed enqueues per second (one publish per task).
 // drain:   N no-op tasks queued beforehand with one enqueue_batch (its rate is printed as
@@ -70,11 +71,12 @@ struct settings {
     std::size_t prefetch = 16;
     bool track_started = true;
     std::size_t pool = 4;
+    bool redis_same_thread = false;  ///< redis: connections on the bench's thread, not the shared I/O thread
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
     std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] "
-                         "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N]\n",
+                         "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]\n",
                  msg.c_str());
     std::exit(2);
 }
@@ -101,6 +103,7 @@ settings parse_args(int argc, char** argv) {
         else if (a == "--concurrency") s.concurrency = number(a, value());
         else if (a == "--prefetch") s.prefetch = number(a, value());
         else if (a == "--no-track-started") s.track_started = false;
+        else if (a == "--redis-same-thread") s.redis_same_thread = true;
         else if (a == "--pool") s.pool = number(a, value());
         else if (a == "--help" || a == "-h") usage_error("help");
         else usage_error(fmt::format("unknown flag '{}'", a));
@@ -118,6 +121,7 @@ boost::json::object settings_json(const settings& s) {
     boost::json::object o{{"tasks", s.tasks}, {"concurrency", s.concurrency}, {"prefetch", s.prefetch},
                           {"track_started", s.track_started}, {"results_stored", true}, {"threads", 1}};
     if (s.broker == "postgres") o["pool"] = s.pool;
+    if (s.broker == "redis") o["connections_on"] = s.redis_same_thread ? "bench thread" : "redis I/O thread";
     return o;
 }
 
@@ -134,7 +138,7 @@ void run_on(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
     std::exception_ptr failure;
     asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
         failure = ep;
-        if (ep) io.stop();  // a failed measure leaves its worker running: stop everything
+        io.stop();  // a failed measure leaves its worker running, and connections keep the loop busy
     });
     io.restart();
     io.run();
@@ -196,9 +200,11 @@ void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure 
         stem::redis_broker_options bo;
         bo.server = stem::redis::config::from_url(s.url);
         bo.namespace_ = fmt::format("bench_{}_{}", ::getpid(), ++measure_number);
+        if (s.redis_same_thread) bo.executor = io.get_executor();  // connections on the bench's own thread
         stem::redis_backend_options ro;
         ro.server = bo.server;
         ro.namespace_ = bo.namespace_;
+        ro.executor = bo.executor;
         auto app = make_app(io, s, st, stem::redis_broker{bo}, stem::redis_backend{ro});
         measure(*app);
         return;

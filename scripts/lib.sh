@@ -16,7 +16,7 @@ STEM_DEPS=(
   libboost1.81-all-dev libboost-json1.81-dev libboost-url1.81-dev
   libfmt-dev doctest-dev
   libsqlitecpp-dev libsqlite3-dev
-  libpqxx-dev libpq-dev
+  libpqxx-dev libpq-dev libssl-dev openssl
   libsodium-dev libhiredis-dev libyaml-cpp-dev libcli11-dev
   libhowardhinnant-date-dev
   redis-server postgresql
@@ -121,6 +121,7 @@ stem_configure_build() {
 
 _stem_redis_dir=""
 _stem_redis_pid=""
+_stem_redis_tls_dir=""
 _stem_pg_dir=""
 _stem_pg_bin=""
 _stem_pg_pid=""
@@ -179,6 +180,46 @@ while redis-cli -h 127.0.0.1 -p $port ping >/dev/null 2>&1; do sleep 0.05; done;
 redis-server $args && \
 until redis-cli -h 127.0.0.1 -p $port ping 2>/dev/null | grep -q PONG; do sleep 0.05; done"
   stem_log "redis-server up (pid $_stem_redis_pid): $STEM_TEST_REDIS_URL"
+}
+
+# A second redis-server that speaks only TLS, with a throwaway CA and a server
+# certificate for localhost and 127.0.0.1 (made with the openssl tool). Exports
+#   STEM_TEST_REDISS_URL    rediss://localhost:$STEM_TEST_REDIS_TLS_PORT/0   (default port 6394)
+#   STEM_TEST_REDIS_TLS_CA  the CA certificate that signed the server's
+stem_start_redis_tls() {
+  local port="${STEM_TEST_REDIS_TLS_PORT:-6394}" d
+  [[ -z "$_stem_redis_tls_dir" ]] || return 0
+  command -v openssl >/dev/null 2>&1 || { stem_err "openssl not found"; return 1; }
+  if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+    stem_err "something already answers on 127.0.0.1:$port; set STEM_TEST_REDIS_TLS_PORT"
+    return 1
+  fi
+  _stem_redis_tls_dir="$(mktemp -d "${TMPDIR:-/tmp}/stem-redis-tls.XXXXXX")"
+  d="$_stem_redis_tls_dir"
+  stem_log "starting redis-server with TLS on 127.0.0.1:$port (data in $d)"
+  if ! { openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=stem test CA" \
+           -keyout "$d/ca.key" -out "$d/ca.crt" &&
+         openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/server.key" -out "$d/server.csr" &&
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$d/ext.cnf" &&
+         openssl x509 -req -days 2 -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+           -extfile "$d/ext.cnf" -out "$d/server.crt"; } >/dev/null 2>&1; then
+    stem_err "could not make the test certificates"
+    return 1
+  fi
+  if ! redis-server --bind 127.0.0.1 --port 0 --tls-port "$port" --dir "$d" --daemonize yes \
+      --pidfile "$d/redis.pid" --logfile "$d/redis.log" --save '' --appendonly no \
+      --tls-cert-file "$d/server.crt" --tls-key-file "$d/server.key" --tls-ca-cert-file "$d/ca.crt" \
+      --tls-auth-clients no; then
+    stem_err "redis-server (TLS) failed to start"
+    return 1
+  fi
+  local tries=100
+  until redis-cli --tls --cacert "$d/ca.crt" -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
+    (( tries-- > 0 )) || { stem_err "redis-server (TLS) did not answer within 10 s"; cat "$d/redis.log" >&2; return 1; }
+    sleep 0.1
+  done
+  export STEM_TEST_REDISS_URL="rediss://localhost:$port/0" STEM_TEST_REDIS_TLS_CA="$d/ca.crt"
+  stem_log "redis-server (TLS) up: $STEM_TEST_REDISS_URL"
 }
 
 # Runs a PostgreSQL tool as the cluster's owner: `postgres` when we are root
@@ -272,6 +313,7 @@ EOF
 # Starts both servers (used by scripts/test when STEM_TEST_SERVERS=1).
 stem_start_servers() {
   stem_start_redis
+  stem_start_redis_tls
   stem_start_postgres
 }
 
@@ -296,6 +338,19 @@ stem_stop_servers() {
   fi
   _stem_redis_pid="" _stem_redis_dir=""
   unset STEM_TEST_REDIS_URL STEM_TEST_REDIS_RESTART
+
+  if [[ -n "$_stem_redis_tls_dir" ]]; then
+    local tls_pid=""
+    [[ -s "$_stem_redis_tls_dir/redis.pid" ]] && tls_pid="$(<"$_stem_redis_tls_dir/redis.pid")"
+    if [[ -n "$tls_pid" ]]; then
+      stem_log "stopping redis-server with TLS (pid $tls_pid)"
+      kill -TERM "$tls_pid" 2>/dev/null || true
+      _stem_wait_gone "$tls_pid" 100 || kill -KILL "$tls_pid" 2>/dev/null || true
+    fi
+    rm -rf -- "$_stem_redis_tls_dir"
+  fi
+  _stem_redis_tls_dir=""
+  unset STEM_TEST_REDISS_URL STEM_TEST_REDIS_TLS_CA
 
   if [[ -n "$_stem_pg_dir" ]]; then
     # A start that failed half-way may still have left a postmaster running, and a

@@ -35,7 +35,10 @@ public:
         std::vector<std::shared_ptr<waiter>> wake;
         {
             std::lock_guard lk(mu_);
-            if (is_terminal(st.state)) take_waiters(st.id, wake);
+            if (is_terminal(st.state)) {
+                take_waiters(st.id, wake);
+                for (auto& w : wake) handed_[w.get()] = st;  // no need to read it back
+            }
             if (auto it = watchers_.find(st.id); it != watchers_.end())
                 for (auto& wp : it->second)
                     if (auto w = wp.lock()) {
@@ -82,7 +85,11 @@ public:
             status_hub* h;
             const std::string& id;
             std::shared_ptr<waiter> w;
-            ~unregister() { h->drop_waiter(id, w); }
+            ~unregister() {
+                h->drop_waiter(id, w);
+                std::lock_guard lk(h->mu_);
+                h->handed_.erase(w.get());
+            }
         } guard{this, id, w};
         for (;;) {
             add_waiter(id, w);  // before reading: a write from now on wakes us
@@ -99,6 +106,15 @@ public:
             if (failure && late) std::rethrow_exception(failure);
             if ((st && is_terminal(st->state)) || late) co_return st;
             co_await w->wait_until(std::min(deadline, std::chrono::steady_clock::now() + poll_));
+            std::optional<task_status> handed;
+            {
+                std::lock_guard lk(mu_);
+                if (auto it = handed_.find(w.get()); it != handed_.end()) {
+                    handed = std::move(it->second);
+                    handed_.erase(it);
+                }
+            }
+            if (handed) co_return handed;
         }
     }
 
@@ -184,6 +200,7 @@ private:
     std::mutex mu_;
     std::map<std::string, std::vector<std::shared_ptr<waiter>>> waiters_;
     std::map<std::string, std::vector<std::weak_ptr<watch_impl>>> watchers_;
+    std::map<const waiter*, task_status> handed_;  ///< terminal statuses given to woken waiters
 };
 
 }  // namespace stem::detail

@@ -151,3 +151,46 @@ TEST_CASE("adapters.redis: an entry that does not decode is dead-lettered with t
         co_await app.shutdown();
     });
 }
+
+TEST_CASE("adapters.redis: rediss:// runs the broker and backend over TLS, verifying the server") {
+    const char* url = std::getenv("STEM_TEST_REDISS_URL");
+    const char* ca = std::getenv("STEM_TEST_REDIS_TLS_CA");
+    REQUIRE_MESSAGE((url && ca), "STEM_TEST_REDISS_URL / STEM_TEST_REDIS_TLS_CA are not set: run scripts/test");
+    ::setenv("STEM_TLS_CA_CERT", ca, 1);
+    ::unsetenv("STEM_TLS_ALLOW_INSECURE");
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        auto broker = stem::make_broker(std::string(url) + "?namespace=" + ns);
+        auto backend = stem::make_backend(std::string(url) + "?namespace=" + ns);
+        auto e = broker_kit::make_env("tls-q");
+        co_await broker.publish(e);
+        auto got = co_await broker.consume(broker_kit::sub_of("tls-q"s), 1, 2s);
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].env.id == e.id);
+        CHECK(co_await broker.ack(got[0]));
+        stem::task_status st;
+        st.id = e.id;
+        st.name = e.name;
+        st.state = stem::task_state::succeeded;
+        st.result = "42";
+        co_await backend.set(st, std::nullopt);
+        auto back = co_await backend.wait(e.id, 2s);
+        REQUIRE(back);
+        CHECK(back->result == "42");
+    });
+    // A server whose certificate the given CA did not sign is refused.
+    ::setenv("STEM_TLS_CA_CERT", "/etc/ssl/certs/ca-certificates.crt", 1);
+    stem_test::run([&]() -> awaitable<void> {
+        auto broker = stem::make_broker(std::string(url) + "?namespace=" + ns);
+        std::string what;
+        try {
+            co_await broker.stats("tls-q"s);
+        } catch (const std::exception& e) {
+            what = e.what();
+        }
+        INFO(what);
+        CHECK(what.find("cannot connect") != std::string::npos);
+        CHECK(what.find("certificate verify failed") != std::string::npos);
+    });
+    ::unsetenv("STEM_TLS_CA_CERT");
+}

@@ -89,10 +89,13 @@ private:
 }  // namespace detail
 
 /// The connections of one adapter object to one server, run by the process's Redis I/O
-/// thread. Connections close when the client is destroyed.
+/// thread, or by `ex` when one is given (no thread hop per request, the lowest latency: then
+/// `ex`'s execution context must outlive the client). Connections close when the client is
+/// destroyed.
 class client {
 public:
-    explicit client(config c) : cfg_(std::move(c)) {}
+    explicit client(config c, boost::asio::any_io_executor ex = {})
+        : io_(ex ? nullptr : detail::io_thread::shared()), ex_(ex ? ex : io_->executor()), cfg_(std::move(c)) {}
     ~client() {
         std::lock_guard lk(mu_);
         if (main_) main_->close();
@@ -101,14 +104,12 @@ public:
     client(const client&) = delete;
     client& operator=(const client&) = delete;
 
-    const config& settings() const noexcept { return cfg_; }
-
     /// Loads `s` on every (re)connection, before other commands: EVALSHA finds it.
     /// Call before the first command.
     void preload(const script& s) { preload_.push_back(s.source()); }
 
-    /// The executor of the I/O thread.
-    boost::asio::any_io_executor executor() const { return io_->executor(); }
+    /// The executor the connections run on.
+    boost::asio::any_io_executor executor() const { return ex_; }
 
     /// Runs `req` on the shared pipelined connection.
     awaitable<std::vector<reply>> exec(request req) {
@@ -145,6 +146,14 @@ public:
         }
         checked(*rs.at(0), s.name());
         co_return std::move(rs[0]);
+    }
+
+    /// Sends an EVALSHA of `s` at once, in call order with this thread's other commands,
+    /// without waiting for it (errors are dropped: only for work that has a fallback).
+    void send_script(const script& s, const std::vector<std::string>& keys, const std::vector<std::string>& args) {
+        request r;
+        push_script(r, s, keys, args);
+        main()->send(std::move(r), {});
     }
 
     /// Runs a blocking command (XREADGROUP … BLOCK) on a connection of its own, so the
@@ -200,7 +209,8 @@ private:
         return main_;
     }
 
-    std::shared_ptr<detail::io_thread> io_ = detail::io_thread::shared();  ///< first: destroyed last
+    std::shared_ptr<detail::io_thread> io_;  ///< first: destroyed last (null with a given executor)
+    boost::asio::any_io_executor ex_;
     config cfg_;
     std::vector<std::string> preload_;
     std::mutex mu_;

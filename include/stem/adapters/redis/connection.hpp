@@ -67,7 +67,6 @@ public:
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
 
-    const config& settings() const noexcept { return cfg_; }
     strand_type get_executor() const { return strand_; }
 
     /// Called (on the strand) after each successful (re)connection, before queued requests
@@ -101,6 +100,16 @@ public:
             boost::asio::use_awaitable, std::move(req), std::move(orphan));
     }
 
+    /// Queues `req` now, in call order with everything else queued from this thread, without
+    /// waiting: its replies go to `on_reply` (nothing is called if the connection is lost).
+    void send(request req, orphan_handler on_reply) {
+        auto op = std::make_shared<op_base>();
+        op->expected = req.commands();
+        op->payload = req.take_payload();
+        op->orphan = std::move(on_reply);
+        boost::asio::post(strand_, [self = shared_from_this(), op = std::move(op)]() mutable { self->submit(std::move(op)); });
+    }
+
     /// Stops: fails what is queued or in flight and closes the socket. Safe from any thread.
     void close() {
         boost::asio::post(strand_, [self = shared_from_this()] {
@@ -111,9 +120,6 @@ public:
         });
     }
 
-    /// True while connected (read on the strand).
-    bool connected() const noexcept { return connected_; }
-
 private:
     using handler_type = stem::detail::posted_handler<std::exception_ptr, std::vector<reply>>;
 
@@ -123,8 +129,11 @@ private:
         std::vector<reply> replies;
         orphan_handler orphan;
         std::unique_ptr<handler_type> handler;
-        bool finished() const noexcept { return handler->done(); }  ///< the caller has been answered (or went away)
-        void complete(std::exception_ptr e, std::vector<reply> r) { handler->complete(e, std::move(r)); }
+        /// The caller has been answered, went away, or never waited (`send`).
+        bool finished() const noexcept { return !handler || handler->done(); }
+        void complete(std::exception_ptr e, std::vector<reply> r) {
+            if (handler) handler->complete(e, std::move(r));
+        }
     };
 
     void submit(std::shared_ptr<op_base> op) {

@@ -24,6 +24,10 @@ namespace stem {
 /// Settings of a redis_backend.
 struct redis_backend_options {
     redis::config server{};                                 ///< where Redis is
+    /// Runs the connections on this executor instead of the process's Redis I/O thread:
+    /// no thread hop per request (lower latency). Its execution context must outlive the
+    /// adapter, and a multi-threaded context needs no strand (connections make their own).
+    boost::asio::any_io_executor executor{};
     std::string namespace_ = "stem";                        ///< key prefix ("{stem}:…")
     std::chrono::milliseconds default_ttl{24 * 3'600'000};  ///< statuses and groups kept this long by default
 };
@@ -32,8 +36,8 @@ struct redis_backend_options {
 /// waiter or watcher subscribes to the task's channel before it reads the status, and every
 /// write publishes the new status there, so a result written anywhere wakes it at once
 /// (no polling). Writes made at about the same time go to the server as one script call.
-/// Statuses and groups expire with their TTL (Redis removes the keys; the state indexes are
-/// pruned when listed or counted).
+/// Statuses and groups expire with their TTL (Redis removes the keys; the state indexes,
+/// scored by expiry, are cut when listed or counted).
 class redis_backend {
 public:
     explicit redis_backend(redis_backend_options o = {}) : s_(std::make_shared<state>(std::move(o))) { s_->init(); }
@@ -44,8 +48,8 @@ public:
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
         state::write w{st.id, std::string(to_string(st.state)), st.name, boost::json::serialize(to_json(st)),
-                       ttl.value_or(s->opts.default_ttl).count(),
-                       std::chrono::duration_cast<std::chrono::milliseconds>(st.updated_at.time_since_epoch()).count()};
+                       ttl.value_or(s->opts.default_ttl).count()};
+        w.stored = w.state + '\0' + w.name + '\0' + w.json;  // what GET finds (see detail/backend_scripts.hpp)
         co_await s->writes->submit(std::move(w));
         s->hub->published(st);
     }
@@ -177,7 +181,8 @@ private:
         /// One status to store.
         struct write {
             std::string id, state, name, json;
-            std::int64_t ttl_ms = 0, updated_ms = 0;
+            std::int64_t ttl_ms = 0;
+            std::string stored{};
         };
 
         /// Keeps a channel subscribed for its lifetime.
@@ -191,7 +196,7 @@ private:
         };
 
         explicit state(redis_backend_options o)
-            : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server),
+            : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server, opts.executor),
               // Waiters are woken by messages; the hub's own re-reading is only a backstop.
               hub(std::make_shared<detail::status_hub>(std::chrono::hours(1))), set_script(script("set", redis::detail::backend_lua::set)),
               list_script(script("list", redis::detail::backend_lua::list)), count_script(script("count", redis::detail::backend_lua::count)),
@@ -235,20 +240,19 @@ private:
         awaitable<redis::reply> eval(const redis::script& s, std::vector<std::string> args) {
             auto now = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch()).count();
             args.insert(args.begin(), {prefix, std::to_string(now)});
-            std::vector<std::string> keys{prefix + ":exp"};
+            std::vector<std::string> keys{prefix + ":idx:running"};
             co_return co_await cli.eval(s, std::move(keys), std::move(args));
         }
 
         awaitable<std::vector<bool>> write_many(std::vector<write>& ws) {
             std::vector<std::string> args;
-            args.reserve(ws.size() * 6);
+            args.reserve(ws.size() * 5);
             for (auto& w : ws) {
                 args.push_back(std::move(w.id));
                 args.push_back(std::move(w.state));
-                args.push_back(std::move(w.name));
+                args.push_back(std::move(w.stored));
                 args.push_back(std::move(w.json));
                 args.push_back(std::to_string(w.ttl_ms));
-                args.push_back(std::to_string(w.updated_ms));
             }
             co_await eval(set_script, std::move(args));
             co_return std::vector<bool>(ws.size(), true);
@@ -256,11 +260,16 @@ private:
 
         awaitable<std::optional<task_status>> read(const std::string& id) {
             redis::request req;
-            req.push("HGET", prefix + ":s:" + id, "d");
+            req.push("GET", prefix + ":s:" + id);
             auto rs = co_await cli.exec(std::move(req));
             auto& r = redis::checked(*rs.at(0), "get");
             if (redis::is_nil(r)) co_return std::nullopt;
-            co_return task_status_from_json(boost::json::parse(redis::text(r)));
+            // "<state>\0<name>\0<JSON>"
+            auto v = redis::text(r);
+            auto first = v.find('\0');
+            auto second = first == std::string_view::npos ? first : v.find('\0', first + 1);
+            if (second == std::string_view::npos) throw error(errc::backend_failure, fmt::format("redis_backend: status of '{}' is malformed", id));
+            co_return task_status_from_json(boost::json::parse(v.substr(second + 1)));
         }
 
         redis_backend_options opts;

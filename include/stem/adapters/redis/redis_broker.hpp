@@ -26,6 +26,10 @@ namespace stem {
 /// Settings of a redis_broker.
 struct redis_broker_options {
     redis::config server{};                                        ///< where Redis is
+    /// Runs the connections on this executor instead of the process's Redis I/O thread:
+    /// no thread hop per request (lower latency). Its execution context must outlive the
+    /// adapter, and a multi-threaded context needs no strand (connections make their own).
+    boost::asio::any_io_executor executor{};
     std::string namespace_ = "stem";                               ///< key prefix ("{stem}:…")
     std::chrono::milliseconds default_visibility_timeout{30'000};  ///< lease when the envelope names none
     std::chrono::milliseconds dead_letter_retention{7 * 24 * 3'600'000};  ///< older dead letters are removed
@@ -88,6 +92,7 @@ public:
 
     awaitable<std::vector<delivery>> consume(const subscription& sub, std::size_t max, std::chrono::milliseconds wait) {
         if (max == 0) co_return std::vector<delivery>{};
+        max = std::min<std::size_t>(max, 1000);  // a script's variadic calls stay well inside Lua's stack
         auto s = s_;
         auto deadline = std::chrono::steady_clock::now() + wait;
         co_await s->ensure(sub.queues);
@@ -293,7 +298,7 @@ private:
 
     struct state : std::enable_shared_from_this<state> {
         explicit state(redis_broker_options o)
-            : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server),
+            : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server, opts.executor),
               consume(script("consume", redis::detail::broker_lua::consume)), ensure_script(script("ensure", redis::detail::broker_lua::ensure)), lease_new(script("lease_new", redis::detail::broker_lua::lease_new)),
               ack(script("ack", redis::detail::broker_lua::ack)), requeue(script("requeue", redis::detail::broker_lua::requeue)), extend(script("extend", redis::detail::broker_lua::extend)),
               retry(script("retry", redis::detail::broker_lua::retry)), dead(script("dead", redis::detail::broker_lua::dead)), dead_page(script("dead_page", redis::detail::broker_lua::dead_page)),
@@ -497,8 +502,13 @@ private:
                 return keys.size();
             };
             auto args = lease_args(rep, sub.queues, find, keys, opts.default_visibility_timeout.count());
-            std::vector<std::string> lease_argv(args.begin() + 2, args.end());
-            auto exp = co_await eval(lease_new, std::move(lease_argv));
+            // The leases are written without waiting (one round trip less): the script is queued
+            // on the shared connection before any ack of these deliveries can be, so it runs
+            // first. Should it be lost with the connection, the entries are orphans, which the
+            // sweep delivers again (and acks of them are refused meanwhile).
+            std::vector<std::string> keys_arg{prefix + ":queues"};
+            cli.send_script(lease_new, keys_arg, args);
+            auto now = now_ms();
             // Deliveries in the order of lease_args.
             std::vector<delivery> out;
             std::size_t n = 0;
@@ -513,7 +523,8 @@ private:
                     d.queue = sub.queues[keys[k].queue];
                     d.locator = fmt::format("{}:{}", keys[k].priority, redis::text(redis::at(entry, 0)));
                     d.token = 1;
-                    d.lease_expires = time_point(std::chrono::milliseconds(redis::integer(redis::at(*exp, n))));
+                    auto vis = std::stoll(args.at(3 + 4 * n + 3));
+                    d.lease_expires = time_point(std::chrono::milliseconds(now + (vis > 0 ? vis : opts.default_visibility_timeout.count())));
                     if (decode_or_bury(d, field(redis::at(entry, 1), "e"))) out.push_back(std::move(d));
                 }
             }

@@ -2,10 +2,9 @@
 // detail/backend_scripts.hpp — the Lua scripts of redis_backend.
 //
 // Keys (P is "{namespace}"):
-//   P:s:<task id>     hash {s: state, n: task name, d: status JSON}, expires with its TTL
-//   P:idx:<state>     sorted set of task ids in that state, scored by update time (ms)
-//   P:idx:all         the same for every state
-//   P:exp             sorted set of task ids scored by expiry (ms): what list/count prune
+//   P:s:<task id>     string "<state>\0<task name>\0<status JSON>", expires with its TTL
+//   P:idx:<state>     sorted set of the task ids in that state, scored by their expiry (ms):
+//                     what has expired is cut off by score before listing or counting
 //   P:c:<task id>     pub/sub channel: every status written for the task (JSON)
 //   P:g:<group id>    hash {ids, meta, created, claimed, n, r:<task id> -> status JSON}
 //   P:hb:<worker id>  heartbeat JSON, expires with its TTL
@@ -20,61 +19,78 @@ namespace stem::redis::detail::backend_lua {
 inline constexpr std::string_view prelude = R"lua(
 local P, now = ARGV[1], tonumber(ARGV[2])
 local states = {'queued', 'running', 'retried', 'succeeded', 'failed', 'cancelled'}
--- Drops index entries of statuses that have expired (at most `max` of them).
-local function prune(max)
-  local gone = redis.call('ZRANGEBYSCORE', P .. ':exp', '-inf', now, 'LIMIT', 0, max)
-  for _, id in ipairs(gone) do
-    for _, st in ipairs(states) do redis.call('ZREM', P .. ':idx:' .. st, id) end
-    redis.call('ZREM', P .. ':idx:all', id)
-    redis.call('ZREM', P .. ':exp', id)
-  end
-  return #gone
-end
+-- Cuts expired statuses off the state indexes.
+local function prune(st) redis.call('ZREMRANGEBYSCORE', P .. ':idx:' .. st, '-inf', now) end
 )lua";
 
-/// set: (id, state, name, JSON, ttl ms, updated ms) per status, in order.
+/// set: (id, state, stored value "<state>\0<name>\0<JSON>", JSON, ttl ms) per status, in
+/// order. One SET … GET both writes a status and returns the previous one, whose state says
+/// which index to leave; index changes of the whole batch go in one ZREM / ZADD per state.
 inline constexpr std::string_view set = R"lua(
-for i = 3, #ARGV, 6 do
+local leave, join = {}, {}
+local function add(t, st, ...)
+  local l = t[st]
+  if not l then l = {}; t[st] = l end
+  for _, x in ipairs({...}) do l[#l + 1] = x end
+end
+for i = 3, #ARGV, 5 do
   local id, st, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 4])
-  local k = P .. ':s:' .. id
-  local old = redis.call('HGET', k, 's')
-  if old and old ~= st then redis.call('ZREM', P .. ':idx:' .. old, id) end
-  redis.call('HSET', k, 's', st, 'n', ARGV[i + 2], 'd', ARGV[i + 3])
-  redis.call('PEXPIRE', k, ttl)
-  redis.call('ZADD', P .. ':idx:' .. st, ARGV[i + 5], id)
-  redis.call('ZADD', P .. ':idx:all', ARGV[i + 5], id)
-  redis.call('ZADD', P .. ':exp', now + ttl, id)
+  local old = redis.call('SET', P .. ':s:' .. id, ARGV[i + 2], 'PX', ttl, 'GET')
+  if old then
+    local was = string.match(old, '^(%a+)%z')
+    if was and was ~= st then add(leave, was, id) end
+  end
+  add(join, st, now + ttl, id)
   redis.call('PUBLISH', P .. ':c:' .. id, ARGV[i + 3])
 end
+for st, ids in pairs(leave) do redis.call('ZREM', P .. ':idx:' .. st, unpack(ids)) end
+for st, pairs_ in pairs(join) do redis.call('ZADD', P .. ':idx:' .. st, unpack(pairs_)) end
 return 1
 )lua";
 
 /// list: ARGV[3] state ('' = any), ARGV[4] name ('' = any), ARGV[5] offset, ARGV[6] limit.
-/// Returns status JSON documents, oldest update first.
+/// Returns status JSON documents in index order (by expiry: oldest update first when the
+/// TTLs are equal).
 inline constexpr std::string_view list = R"lua(
-while prune(1000) == 1000 do end
-local idx = P .. ':idx:' .. (ARGV[3] == '' and 'all' or ARGV[3])
 local name, skip, limit = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local out, start = {}, 0
-while #out < limit do
-  local ids = redis.call('ZRANGE', idx, start, start + 499)
-  if #ids == 0 then break end
-  start = start + #ids
-  for _, id in ipairs(ids) do
-    local rec = redis.call('HMGET', P .. ':s:' .. id, 'n', 'd')
-    if rec[2] and (name == '' or rec[1] == name) then
-      if skip > 0 then skip = skip - 1
-      elseif #out < limit then out[#out + 1] = rec[2] end
+local wanted = ARGV[3] == '' and states or {ARGV[3]}
+-- Candidates from each index, merged by score.
+local cands = {}
+for _, st in ipairs(wanted) do
+  prune(st)
+  local start = 0
+  local taken = 0
+  while taken < skip + limit do
+    local page = redis.call('ZRANGE', P .. ':idx:' .. st, start, start + 499, 'WITHSCORES')
+    if #page == 0 then break end
+    start = start + #page / 2
+    for j = 1, #page, 2 do
+      local v = redis.call('GET', P .. ':s:' .. page[j])
+      if v then
+        local _, n, doc = string.match(v, '^(%a+)%z(.-)%z(.*)$')
+        if doc and (name == '' or n == name) then
+          cands[#cands + 1] = {tonumber(page[j + 1]), doc}
+          taken = taken + 1
+        end
+      end
     end
   end
 end
+table.sort(cands, function(a, b) return a[1] < b[1] end)
+local out = {}
+for k = skip + 1, math.min(#cands, skip + limit) do out[#out + 1] = cands[k][2] end
 return out
 )lua";
 
 /// count: ARGV[3] state ('' = any).
 inline constexpr std::string_view count = R"lua(
-while prune(1000) == 1000 do end
-return redis.call('ZCARD', P .. ':idx:' .. (ARGV[3] == '' and 'all' or ARGV[3]))
+local wanted = ARGV[3] == '' and states or {ARGV[3]}
+local n = 0
+for _, st in ipairs(wanted) do
+  prune(st)
+  n = n + redis.call('ZCARD', P .. ':idx:' .. st)
+end
+return n
 )lua";
 
 /// group_init: ARGV[3] id, ARGV[4] ids JSON, ARGV[5] meta JSON, ARGV[6] ttl ms.

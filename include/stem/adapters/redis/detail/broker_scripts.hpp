@@ -55,10 +55,14 @@ local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 local out, n, nxt = {-1}, 0, -1
 local function later(t) if t > now and (nxt < 0 or t < nxt) then nxt = t end end
+local leased = {}  -- per queue: score, member, ... (one ZADD per queue at the end)
 local function lease(qi, q, p, id, token, vis, text)
   if vis <= 0 then vis = dvis end
   local exp = now + vis
-  redis.call('ZADD', P .. ':leases:' .. q, exp, p .. ':' .. id .. ':' .. token)
+  local l = leased[q]
+  if not l then l = {}; leased[q] = l end
+  l[#l + 1] = exp
+  l[#l + 1] = p .. ':' .. id .. ':' .. token
   n = n + 1
   out[#out + 1] = qi; out[#out + 1] = p; out[#out + 1] = id; out[#out + 1] = token
   out[#out + 1] = exp; out[#out + 1] = text
@@ -105,6 +109,7 @@ for p = 9, 0, -1 do
     end
   end
 end
+for q, l in pairs(leased) do redis.call('ZADD', P .. ':leases:' .. q, unpack(l)) end
 out[1] = nxt
 return out
 )lua";
@@ -138,11 +143,41 @@ end
 return out
 )lua";
 
-/// ack: (queue, p, id, token) per lease; returns 1/0 per lease (0: not held).
+/// ack: (queue, p, id, token) per lease; returns 1/0 per lease (0: not held). Leases of
+/// one stream are checked with one ZMSCORE and released with one ZREM, XACK and XDEL.
 inline constexpr std::string_view ack = R"lua(
-local out = {}
+local groups, order, out = {}, {}, {}
 for i = 3, #ARGV, 4 do
-  out[#out + 1] = release(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) and 1 or 0
+  local k = ARGV[i] .. '\0' .. ARGV[i + 1]
+  local g = groups[k]
+  if not g then
+    g = {q = ARGV[i], p = ARGV[i + 1], members = {}, ids = {}, slots = {}}
+    groups[k] = g
+    order[#order + 1] = g
+  end
+  g.members[#g.members + 1] = ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':' .. ARGV[i + 3]
+  g.ids[#g.ids + 1] = ARGV[i + 2]
+  g.slots[#g.slots + 1] = (i - 3) / 4 + 1
+  out[(i - 3) / 4 + 1] = 0
+end
+for _, g in ipairs(order) do
+  local leases = P .. ':leases:' .. g.q
+  local scores = redis.call('ZMSCORE', leases, unpack(g.members))
+  local held, ids, seen = {}, {}, {}
+  for j, m in ipairs(g.members) do
+    if scores[j] and not seen[m] then
+      seen[m] = true
+      held[#held + 1] = m
+      ids[#ids + 1] = g.ids[j]
+      out[g.slots[j]] = 1
+    end
+  end
+  if #held > 0 then
+    local s = stream(g.q, g.p)
+    redis.call('ZREM', leases, unpack(held))
+    redis.call('XACK', s, 'stem', unpack(ids))
+    redis.call('XDEL', s, unpack(ids))
+  end
 end
 return out
 )lua";
