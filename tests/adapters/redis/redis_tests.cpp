@@ -194,3 +194,36 @@ TEST_CASE("adapters.redis: rediss:// runs the broker and backend over TLS, verif
     });
     ::unsetenv("STEM_TLS_CA_CERT");
 }
+
+TEST_CASE("adapters.redis: the URL's database is selected, and scripts flushed from the server are loaded again") {
+    auto url = redis_url();
+    REQUIRE(url.ends_with("/0"));
+    auto db5 = url.substr(0, url.size() - 1) + "5";
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        auto broker = stem::make_broker(db5 + "?namespace=" + ns);
+        auto e = broker_kit::make_env("db-q");
+        co_await broker.publish(e);
+        stem::redis::client in5(stem::redis::config::from_url(db5)), in0(stem::redis::config::from_url(url));
+        stem::redis::request exists;
+        exists.push("EXISTS", "{" + ns + "}:queues");
+        stem::redis::request exists_too = exists;
+        auto r5 = co_await in5.exec(std::move(exists));
+        auto r0 = co_await in0.exec(std::move(exists_too));
+        CHECK(stem::redis::integer(*r5.at(0)) == 1);
+        CHECK(stem::redis::integer(*r0.at(0)) == 0);
+
+        stem::redis::request flush;
+        flush.push("SCRIPT", "FLUSH");
+        co_await in5.exec(std::move(flush));
+        auto got = co_await broker.consume(broker_kit::sub_of("db-q"s), 1, 2s);  // consume: NOSCRIPT, load, again
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].env.id == e.id);
+        stem::redis::request flush_again;
+        flush_again.push("SCRIPT", "FLUSH");
+        co_await in5.exec(std::move(flush_again));
+        CHECK(co_await broker.ack(got[0]));  // one script call: NOSCRIPT, load, again
+        auto st = co_await broker.stats("db-q"s);
+        CHECK(st.pending + st.inflight == 0);
+    });
+}

@@ -47,40 +47,31 @@ private:
 
 namespace detail {
 
-/// The thread that runs every Redis connection of the process (one io_context), started by
-/// the first client and stopped when the last one is gone. Callers on any executor and any
-/// thread hand it requests and are answered on their own executor.
+/// The thread that runs every Redis connection of the process (one io_context), started
+/// by the first client and kept for the life of the process: callers on any executor and
+/// any thread hand it requests and are answered on their own executor. (It is never
+/// destroyed, so that no object released on it can stop it from inside.)
 class io_thread {
 public:
-    static std::shared_ptr<io_thread> shared() {
+    static io_thread& shared() {
         static std::mutex mu;
-        static std::weak_ptr<io_thread> current;
+        static io_thread* current = nullptr;
         static pid_t owner = 0;
         std::lock_guard lk(mu);
-        if (owner == ::getpid())
-            if (auto t = current.lock()) return t;
         // A forked child has the parent's object but not its thread: it starts its own
         // (and never touches the parent's copy).
-        if (owner != ::getpid() && !current.expired()) new std::shared_ptr<io_thread>(current.lock());
-        auto t = std::make_shared<io_thread>();
-        current = t;
-        owner = ::getpid();
-        return t;
+        if (!current || owner != ::getpid()) {
+            current = new io_thread();
+            owner = ::getpid();
+        }
+        return *current;
     }
-
-    io_thread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
-    ~io_thread() {
-        work_.reset();
-        io_.stop();  // what is still pending is destroyed with the io_context
-        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-        else thread_.join();
-    }
-    io_thread(const io_thread&) = delete;
-    io_thread& operator=(const io_thread&) = delete;
 
     boost::asio::any_io_executor executor() { return io_.get_executor(); }
 
 private:
+    io_thread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) { thread_.detach(); }
+
     boost::asio::io_context io_;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
     std::thread thread_;
@@ -95,7 +86,7 @@ private:
 class client {
 public:
     explicit client(config c, boost::asio::any_io_executor ex = {})
-        : io_(ex ? nullptr : detail::io_thread::shared()), ex_(ex ? ex : io_->executor()), cfg_(std::move(c)) {}
+        : ex_(ex ? ex : detail::io_thread::shared().executor()), cfg_(std::move(c)) {}
     ~client() {
         std::lock_guard lk(mu_);
         if (main_) main_->close();
@@ -209,7 +200,6 @@ private:
         return main_;
     }
 
-    std::shared_ptr<detail::io_thread> io_;  ///< first: destroyed last (null with a given executor)
     boost::asio::any_io_executor ex_;
     config cfg_;
     std::vector<std::string> preload_;
