@@ -41,8 +41,13 @@ public:
         if (this->done_) return;
         this->done_ = true;
         if (auto slot = boost::asio::get_associated_cancellation_slot(h_); slot.is_connected()) slot.clear();
-        auto ex = work_;
-        boost::asio::post(ex, [h = std::move(h_), ... a = std::move(args)]() mutable { std::move(h)(std::move(a)...); });
+        // Posted through an untracked copy: the tracked one travels with the handler, so this
+        // thread holds nothing of the caller's execution context once the handler may run
+        // (the caller may then finish and destroy it).
+        auto ex = boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
+        boost::asio::post(ex, [h = std::move(h_), work = std::move(work_), ... a = std::move(args)]() mutable {
+            std::move(h)(std::move(a)...);
+        });
     }
 
 private:
