@@ -6,6 +6,7 @@
 #include <stem/adapters/redis/connection.hpp>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -48,29 +49,49 @@ private:
 namespace detail {
 
 /// The thread that runs every Redis connection of the process (one io_context), started
-/// by the first client and kept for the life of the process: callers on any executor and
-/// any thread hand it requests and are answered on their own executor. (It is never
-/// destroyed, so that no object released on it can stop it from inside.)
+/// by the first client and kept until the process exits (then stopped, before static
+/// objects go): callers on any executor and any thread hand it requests and are answered
+/// on their own executor. It is never destroyed, so that no object released on it can
+/// stop it from inside.
 class io_thread {
 public:
     static io_thread& shared() {
-        static std::mutex mu;
-        static io_thread* current = nullptr;
-        static pid_t owner = 0;
-        std::lock_guard lk(mu);
+        std::lock_guard lk(mu());
         // A forked child has the parent's object but not its thread: it starts its own
         // (and never touches the parent's copy).
-        if (!current || owner != ::getpid()) {
-            current = new io_thread();
-            owner = ::getpid();
+        if (!current() || owner() != ::getpid()) {
+            (void)stem::error_category();  // made before the exit hook: destroyed after it
+            current() = new io_thread();
+            owner() = ::getpid();
+            std::atexit(&io_thread::stop_at_exit);
         }
-        return *current;
+        return *current();
     }
 
     boost::asio::any_io_executor executor() { return io_.get_executor(); }
 
 private:
-    io_thread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) { thread_.detach(); }
+    io_thread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
+
+    static std::mutex& mu() {
+        static std::mutex m;
+        return m;
+    }
+    static io_thread*& current() {
+        static io_thread* t = nullptr;
+        return t;
+    }
+    static pid_t& owner() {
+        static pid_t p = 0;
+        return p;
+    }
+    static void stop_at_exit() {
+        auto* t = current();
+        if (!t || owner() != ::getpid()) return;
+        t->io_.stop();
+        if (t->thread_.get_id() == std::this_thread::get_id()) t->thread_.detach();
+        else if (t->thread_.joinable()) t->thread_.join();
+    }
 
     boost::asio::io_context io_;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
