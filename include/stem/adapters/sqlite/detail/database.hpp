@@ -44,6 +44,13 @@ public:
     }
     SQLite::Database& db() noexcept { return db_; }
 
+    /// Resets every statement, so that none keeps a read snapshot open once the
+    /// transaction ends (a statement left on a row would pin an old snapshot, and WAL
+    /// refuses to start a write transaction from it: "database is locked" without waiting).
+    void reset_all() {
+        for (auto& [sql, st] : cache_) st->reset();
+    }
+
 private:
     SQLite::Database& db_;
     std::unordered_map<std::string, std::unique_ptr<SQLite::Statement>> cache_;
@@ -96,6 +103,7 @@ public:
             }
         }
         try {
+            conn_->reset_all();
             conn_->exec("COMMIT");
         } catch (const std::exception& e) {
             auto ep = std::make_exception_ptr(
@@ -112,6 +120,7 @@ public:
     void run_now(F& f) {
         SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
         f(*conn_);
+        conn_->reset_all();
         tx.commit();
     }
 
