@@ -5,6 +5,12 @@
 
 #include <chrono>
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <unistd.h>
+
 namespace stem_test {
 
 /// Arguments of the small test tasks.
@@ -26,5 +32,38 @@ inline stem::app_options app_options(std::size_t concurrency) {
     o.worker.soft_shutdown_timeout = 300ms;
     return o;
 }
+
+/// The test executable's own pid (forked worker processes have another).
+inline const pid_t test_process = ::getpid();
+
+/// Runs for `x` ms (renewing its 1 s lease) in any process but the test's own; at once in
+/// the test's process. Returns the pid that ran it: for worker processes killed mid-task.
+struct slow_in_child : stem::task_definition<num_args, long> {
+    static constexpr std::string_view name = "test.slow_in_child";
+    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
+    boost::asio::awaitable<long> operator()(stem::task_context& ctx, num_args a) {
+        using namespace std::chrono_literals;
+        if (::getpid() != test_process) {
+            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+            for (int waited = 0; waited < a.x; waited += 200) {
+                t.expires_after(200ms);
+                co_await t.async_wait(boost::asio::use_awaitable);
+                co_await ctx.extend_lease(1000ms);
+            }
+        }
+        co_return long(::getpid());
+    }
+};
+
+/// Takes `x` ms; leases of 2 s, so work lost to a server restart comes back quickly.
+struct sleepy : stem::task_definition<num_args, int> {
+    static constexpr std::string_view name = "test.sleepy";
+    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(2000)};
+    boost::asio::awaitable<int> operator()(stem::task_context&, num_args a) {
+        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(a.x));
+        co_await t.async_wait(boost::asio::use_awaitable);
+        co_return a.x;
+    }
+};
 
 }  // namespace stem_test

@@ -74,36 +74,6 @@ struct url_pg_backend_fixture {
     static stem::any_backend peer(stem::any_backend& r) { return r; }
 };
 
-inline pid_t test_process = ::getpid();
-
-/// Runs for `x` ms (renewing its 1 s lease) in any process but the test's own; at once
-/// in the test's process. Returns the pid that ran it.
-struct pg_slow : stem::task_definition<stem_test::num_args, long> {
-    static constexpr std::string_view name = "pg.slow";
-    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
-    awaitable<long> operator()(stem::task_context& ctx, stem_test::num_args a) {
-        if (::getpid() != test_process) {
-            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
-            for (int waited = 0; waited < a.x; waited += 200) {
-                t.expires_after(200ms);
-                co_await t.async_wait(boost::asio::use_awaitable);
-                co_await ctx.extend_lease(1000ms);
-            }
-        }
-        co_return long(::getpid());
-    }
-};
-
-/// Takes `x` ms; leases of 2 s, so work lost to a server restart comes back quickly.
-struct pg_sleepy : stem::task_definition<stem_test::num_args, int> {
-    static constexpr std::string_view name = "pg.sleepy";
-    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(2000)};
-    awaitable<int> operator()(stem::task_context&, stem_test::num_args a) {
-        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(a.x));
-        co_await t.async_wait(boost::asio::use_awaitable);
-        co_return a.x;
-    }
-};
 
 }  // namespace
 
@@ -116,10 +86,10 @@ TEST_CASE("adapters.postgres: a corrupt row is dead-lettered with the reason and
     auto ns = fresh_namespace();
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
-                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{pg_sleepy{}}, stem_test::app_options(2)};
+                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{stem_test::sleepy{}}, stem_test::app_options(2)};
         stem_test::num_args one{1}, two{2};
-        auto first = co_await app.enqueue<pg_sleepy>(one);
-        auto second = co_await app.enqueue<pg_sleepy>(two);
+        auto first = co_await app.enqueue<stem_test::sleepy>(one);
+        auto second = co_await app.enqueue<stem_test::sleepy>(two);
         {
             pqxx::connection raw(pg_url());
             pqxx::work w(raw);
@@ -146,9 +116,9 @@ TEST_CASE("adapters.postgres: a worker process killed mid-task: the task runs ag
     std::string id;
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
-                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{pg_slow{}}, stem_test::app_options(1)};
+                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
         stem_test::num_args long_run{30'000};
-        auto h = co_await app.enqueue<pg_slow>(long_run);
+        auto h = co_await app.enqueue<stem_test::slow_in_child>(long_run);
         id = h.id();
     });
 
@@ -158,7 +128,7 @@ TEST_CASE("adapters.postgres: a worker process killed mid-task: the task runs ag
         try {
             boost::asio::io_context io;
             stem::app app{io, stem::postgres_broker{broker_opts(ns)}, stem::postgres_backend{backend_opts(ns)},
-                          stem::tasks{pg_slow{}}, stem_test::app_options(1)};
+                          stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
             app.start();
             io.run();
         } catch (...) {
@@ -181,7 +151,7 @@ TEST_CASE("adapters.postgres: a worker process killed mid-task: the task runs ag
         CHECK(WIFSIGNALED(status));
 
         stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)}, results,
-                      stem::tasks{pg_slow{}}, stem_test::app_options(1)};
+                      stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
         auto started = std::chrono::steady_clock::now();
         app.start();
         auto done = co_await results.wait(id, 10s);
@@ -201,9 +171,9 @@ TEST_CASE("adapters.postgres: the server restarts in the middle of a run: every 
     constexpr int tasks = 200;
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
-                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{pg_sleepy{}}, stem_test::app_options(4)};
+                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{stem_test::sleepy{}}, stem_test::app_options(4)};
         std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
-        auto handles = co_await app.enqueue_batch<pg_sleepy>(batch);
+        auto handles = co_await app.enqueue_batch<stem_test::sleepy>(batch);
         app.start();
         co_await stem_test::elapse(300ms);
         // Restart on another thread: the worker keeps running into the outage.

@@ -20,7 +20,6 @@ using namespace redis_test;
 
 namespace {
 
-inline pid_t test_process = ::getpid();
 
 /// Counts its runs in Redis (HINCRBY on "<ns>:runs") and returns the pid that ran it.
 struct redis_counted : stem::task_definition<stem_test::num_args, long> {
@@ -32,35 +31,6 @@ struct redis_counted : stem::task_definition<stem_test::num_args, long> {
         r.push("HINCRBY", runs_key, ctx.id(), 1);
         co_await counter.exec(std::move(r));
         co_return long(::getpid());
-    }
-};
-
-/// Runs for `x` ms (renewing its 1 s lease) in any process but the test's own; at once
-/// in the test's process. Returns the pid that ran it.
-struct redis_slow : stem::task_definition<stem_test::num_args, long> {
-    static constexpr std::string_view name = "redis.slow";
-    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
-    awaitable<long> operator()(stem::task_context& ctx, stem_test::num_args a) {
-        if (::getpid() != test_process) {
-            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
-            for (int waited = 0; waited < a.x; waited += 200) {
-                t.expires_after(200ms);
-                co_await t.async_wait(boost::asio::use_awaitable);
-                co_await ctx.extend_lease(1000ms);
-            }
-        }
-        co_return long(::getpid());
-    }
-};
-
-/// Takes `x` ms; leases of 2 s, so work lost to a server restart comes back quickly.
-struct redis_sleepy : stem::task_definition<stem_test::num_args, int> {
-    static constexpr std::string_view name = "redis.sleepy";
-    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(2000)};
-    awaitable<int> operator()(stem::task_context&, stem_test::num_args a) {
-        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(a.x));
-        co_await t.async_wait(boost::asio::use_awaitable);
-        co_return a.x;
     }
 };
 
@@ -141,12 +111,12 @@ TEST_CASE("adapters.redis: a worker process killed mid-task: the task runs again
     std::string id;
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)},
-                      stem::redis_backend{backend_opts(ns)}, stem::tasks{redis_slow{}}, stem_test::app_options(1)};
+                      stem::redis_backend{backend_opts(ns)}, stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
         stem_test::num_args long_run{30'000};
-        auto h = co_await app.enqueue<redis_slow>(long_run);
+        auto h = co_await app.enqueue<stem_test::slow_in_child>(long_run);
         id = h.id();
     });
-    pid_t child = fork_worker<redis_slow>(ns, 1);
+    pid_t child = fork_worker<stem_test::slow_in_child>(ns, 1);
     REQUIRE(child > 0);
     stem_test::run([&]() -> awaitable<void> {
         stem::redis_backend results{backend_opts(ns)};
@@ -160,7 +130,7 @@ TEST_CASE("adapters.redis: a worker process killed mid-task: the task runs again
         stop(child, SIGKILL);
 
         stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)}, results,
-                      stem::tasks{redis_slow{}}, stem_test::app_options(1)};
+                      stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
         auto started = std::chrono::steady_clock::now();
         app.start();
         auto done = co_await results.wait(id, 10s);
@@ -180,9 +150,9 @@ TEST_CASE("adapters.redis: the server restarts in the middle of a run: every tas
     constexpr int tasks = 200;
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)},
-                      stem::redis_backend{backend_opts(ns)}, stem::tasks{redis_sleepy{}}, stem_test::app_options(4)};
+                      stem::redis_backend{backend_opts(ns)}, stem::tasks{stem_test::sleepy{}}, stem_test::app_options(4)};
         std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
-        auto handles = co_await app.enqueue_batch<redis_sleepy>(batch);
+        auto handles = co_await app.enqueue_batch<stem_test::sleepy>(batch);
         app.start();
         co_await stem_test::elapse(300ms);
         // Restart on another thread: the worker keeps running into the outage.

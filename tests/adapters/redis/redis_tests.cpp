@@ -18,16 +18,6 @@ using namespace redis_test;
 
 namespace {
 
-/// Takes `x` ms.
-struct redis_sleepy : stem::task_definition<stem_test::num_args, int> {
-    static constexpr std::string_view name = "redis.sleepy";
-    awaitable<int> operator()(stem::task_context&, stem_test::num_args a) {
-        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(a.x));
-        co_await t.async_wait(boost::asio::use_awaitable);
-        co_return a.x;
-    }
-};
-
 struct redis_broker_fixture {
     static stem::redis_broker make() { return stem::redis_broker{broker_opts(fresh_namespace())}; }
     // A second broker object on the same keys: other connections, as another process would have.
@@ -130,7 +120,7 @@ TEST_CASE("adapters.redis: an entry that does not decode is dead-lettered with t
     auto ns = fresh_namespace();
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)},
-                      stem::redis_backend{backend_opts(ns)}, stem::tasks{redis_sleepy{}}, stem_test::app_options(2)};
+                      stem::redis_backend{backend_opts(ns)}, stem::tasks{stem_test::sleepy{}}, stem_test::app_options(2)};
         stem::redis::client raw(stem::redis::config::from_url(redis_url()));
         stem::redis::request r;
         r.push("XADD", "{" + ns + "}:q:default:0", "*", "v", "0", "e", "{\"id\": 42, broken");
@@ -138,7 +128,7 @@ TEST_CASE("adapters.redis: an entry that does not decode is dead-lettered with t
         REQUIRE(stem::redis::text(*added.at(0)).find('-') != std::string_view::npos);
         std::string entry(stem::redis::text(*added[0]));
         stem_test::num_args two{2};
-        auto second = co_await app.enqueue<redis_sleepy>(two);
+        auto second = co_await app.enqueue<stem_test::sleepy>(two);
         app.start();
         auto res = co_await second.wait(10s);
         CHECK(res.succeeded());

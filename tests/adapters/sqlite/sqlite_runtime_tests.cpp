@@ -21,25 +21,6 @@ using stem_test::awaitable;
 
 namespace {
 
-inline pid_t test_process = ::getpid();
-
-/// Runs for `x` ms in any process but the test's own (renewing its 1 s lease as it goes),
-/// at once in the test's process; returns the pid that ran it.
-struct sqlite_slow : stem::task_definition<stem_test::num_args, long> {
-    static constexpr std::string_view name = "sqlite.slow";
-    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
-    awaitable<long> operator()(stem::task_context& ctx, stem_test::num_args a) {
-        if (::getpid() != test_process) {
-            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
-            for (int waited = 0; waited < a.x; waited += 200) {
-                t.expires_after(200ms);
-                co_await t.async_wait(boost::asio::use_awaitable);
-                co_await ctx.extend_lease(1000ms);
-            }
-        }
-        co_return long(::getpid());
-    }
-};
 
 struct sqlite_double : stem::task_definition<stem_test::num_args, int> {
     static constexpr std::string_view name = "sqlite.double";
@@ -100,9 +81,9 @@ TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs agai
     // Enqueue, then let go of the files before forking (the child opens its own connection).
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)},
-                      stem::sqlite_backend{backend_opts(rpath)}, stem::tasks{sqlite_slow{}}, stem_test::app_options(1)};
+                      stem::sqlite_backend{backend_opts(rpath)}, stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
         stem_test::num_args long_run{30'000};
-        auto h = co_await app.enqueue<sqlite_slow>(long_run);
+        auto h = co_await app.enqueue<stem_test::slow_in_child>(long_run);
         id = h.id();
     });
 
@@ -112,7 +93,7 @@ TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs agai
         try {
             boost::asio::io_context io;
             stem::app app{io, stem::sqlite_broker{broker_opts(bpath)}, stem::sqlite_backend{backend_opts(rpath)},
-                          stem::tasks{sqlite_slow{}}, stem_test::app_options(1)};
+                          stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
             app.start();
             io.run();
         } catch (...) {
@@ -137,7 +118,7 @@ TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs agai
 
         // A new worker: the task is leased to the dead one until its lease (≤ 1 s) runs out.
         stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)}, results,
-                      stem::tasks{sqlite_slow{}}, stem_test::app_options(1)};
+                      stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
         auto started = std::chrono::steady_clock::now();
         app.start();
         auto done = co_await results.wait(id, 10s);
