@@ -6,10 +6,13 @@
 #include <stem/adapters/redis/connection.hpp>
 
 #include <array>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,16 +51,19 @@ private:
 
 namespace detail {
 
-/// The thread that runs every Redis connection of the process (one io_context), started
-/// by the first client and kept until the process exits (then stopped, before static
-/// objects go): callers on any executor and any thread hand it requests and are answered
-/// on their own executor. It is never destroyed, so that no object released on it can
-/// stop it from inside.
+/// The thread that runs every Redis connection of the process (one io_context): callers
+/// on any executor and any thread hand it requests and are answered on their own executor.
+/// It runs while at least one client holds it (`acquire`/`release`); when the last client
+/// goes, the thread finishes the closing of its connections and returns, and `release`
+/// waits for that (unless called on the thread itself), so no Redis work is still running
+/// when the program exits and its static objects are destroyed. The object itself is
+/// never destroyed, so that a client released on the thread cannot destroy it from inside.
 class io_thread {
 public:
-    static io_thread& shared() {
-        std::lock_guard lk(mu());
-        // A forked child has the parent's object but not its thread: it starts its own
+    /// The process's I/O thread, started if no client holds it.
+    static io_thread& acquire() {
+        std::unique_lock lk(mu());
+        // A forked child has the parent's object but not its thread: it makes its own
         // (and never touches the parent's copy).
         if (!current() || owner() != ::getpid()) {
             (void)stem::error_category();  // made before the exit hook: destroyed after it
@@ -65,13 +71,49 @@ public:
             owner() = ::getpid();
             std::atexit(&io_thread::stop_at_exit);
         }
-        return *current();
+        auto& t = *current();
+        if (t.users_++ == 0) {
+            t.work_.emplace(t.io_.get_executor());
+            if (!t.running_) {  // the previous thread has left run() for good: a new one
+                if (t.thread_.joinable()) t.thread_.join();
+                t.io_.restart();
+                t.running_ = true;
+                t.thread_ = std::thread([&t] { t.run(); });
+            }
+        }
+        return t;
+    }
+
+    /// Gives up a hold taken by `acquire`. The last one lets the thread finish.
+    void release() {
+        std::unique_lock lk(mu());
+        if (--users_ != 0) return;
+        work_.reset();
+        if (thread_.get_id() == std::this_thread::get_id()) return;
+        // Closing connections takes a few handler runs; a connection some caller leaked
+        // would keep the thread forever, so it is stopped after a grace period.
+        if (!idle_.wait_for(lk, std::chrono::seconds(5), [this] { return !running_ || users_ != 0; })) io_.stop();
+        idle_.wait(lk, [this] { return !running_ || users_ != 0; });
     }
 
     boost::asio::any_io_executor executor() { return io_.get_executor(); }
 
 private:
-    io_thread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
+    io_thread() = default;
+
+    void run() {
+        for (;;) {
+            io_.run();
+            std::lock_guard lk(mu());
+            if (users_ != 0) {  // taken again while run() was returning
+                io_.restart();
+                continue;
+            }
+            running_ = false;
+            idle_.notify_all();
+            return;
+        }
+    }
 
     static std::mutex& mu() {
         static std::mutex m;
@@ -85,6 +127,7 @@ private:
         static pid_t p = 0;
         return p;
     }
+    /// For clients still alive at exit.
     static void stop_at_exit() {
         auto* t = current();
         if (!t || owner() != ::getpid()) return;
@@ -94,8 +137,11 @@ private:
     }
 
     boost::asio::io_context io_;
-    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+    std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
     std::thread thread_;
+    std::condition_variable idle_;
+    int users_ = 0;
+    bool running_ = false;
 };
 
 }  // namespace detail
@@ -103,15 +149,23 @@ private:
 /// The connections of one adapter object to one server, run by the process's Redis I/O
 /// thread, or by `ex` when one is given (no thread hop per request, the lowest latency: then
 /// `ex`'s execution context must outlive the client). Connections close when the client is
-/// destroyed.
+/// destroyed (and, with the shared thread, have closed when the last client's destructor
+/// returns).
 class client {
 public:
     explicit client(config c, boost::asio::any_io_executor ex = {})
-        : ex_(ex ? ex : detail::io_thread::shared().executor()), cfg_(std::move(c)) {}
+        : io_(ex ? nullptr : &detail::io_thread::acquire()), ex_(ex ? ex : io_->executor()), cfg_(std::move(c)) {}
     ~client() {
-        std::lock_guard lk(mu_);
-        if (main_) main_->close();
-        for (auto& c : idle_blocking_) c->close();
+        {
+            std::lock_guard lk(mu_);
+            if (main_) main_->close();
+            for (auto& c : idle_blocking_) c->close();
+            for (auto& w : busy_blocking_)  // their callers went away (a consumer cancelled mid-read)
+                if (auto c = w.lock()) c->close();
+            main_.reset();
+            idle_blocking_.clear();
+        }
+        if (io_) io_->release();
     }
     client(const client&) = delete;
     client& operator=(const client&) = delete;
@@ -180,7 +234,12 @@ public:
                 idle_blocking_.pop_back();
             }
         }
-        if (!c) c = std::make_shared<connection>(executor(), cfg_, connection::push_handler{}, preload_);
+        if (!c) {
+            c = std::make_shared<connection>(executor(), cfg_, connection::push_handler{}, preload_);
+            std::lock_guard lk(mu_);
+            std::erase_if(busy_blocking_, [](auto& w) { return w.expired(); });
+            busy_blocking_.push_back(c);
+        }
         // The connection goes back to the pool once its reply is in, whoever takes it.
         std::weak_ptr<pool_state> pool = pool_;
         auto give_back = [pool, weak = std::weak_ptr<connection>(c)] {
@@ -221,12 +280,14 @@ private:
         return main_;
     }
 
+    detail::io_thread* io_;
     boost::asio::any_io_executor ex_;
     config cfg_;
     std::vector<std::string> preload_;
     std::mutex mu_;
     std::shared_ptr<connection> main_;
     std::vector<std::shared_ptr<connection>> idle_blocking_;
+    std::vector<std::weak_ptr<connection>> busy_blocking_;  ///< every blocking connection made
     std::shared_ptr<pool_state> pool_ = std::make_shared<pool_state>(pool_state{this});
 };
 

@@ -60,7 +60,7 @@ public:
     /// `preload`: scripts loaded (SCRIPT LOAD) after each connection, before other commands.
     connection(boost::asio::any_io_executor ex, config cfg, push_handler on_push = {}, std::vector<std::string> preload = {})
         : strand_(boost::asio::make_strand(std::move(ex))), cfg_(std::move(cfg)), on_push_(std::move(on_push)), preload_(std::move(preload)),
-          wake_(strand_), tls_ctx_(boost::asio::ssl::context::tls_client) {
+          wake_(strand_), retry_(strand_), tls_ctx_(boost::asio::ssl::context::tls_client) {
         if (cfg_.tls) setup_tls();
     }
 
@@ -115,6 +115,7 @@ public:
         boost::asio::post(strand_, [self = shared_from_this()] {
             self->closed_ = true;
             self->wake_.cancel();
+            self->retry_.cancel();
             self->drop_socket();
             self->fail_all("the connection was closed");
         });
@@ -210,8 +211,8 @@ private:
             if (self->closed_) break;
             self->fail_all(was_connected ? "connection lost: " + why : "cannot connect: " + why);
             // Wait before the next attempt (new requests wait with it).
-            boost::asio::steady_timer t(self->strand_, backoff);
-            co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+            self->retry_.expires_after(backoff);
+            co_await self->retry_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
             backoff = std::min(backoff * 2, self->cfg_.reconnect_max);
         }
         self->running_ = false;
@@ -371,6 +372,7 @@ private:
     std::vector<std::string> preload_;
     std::function<void()> on_connect_;
     boost::asio::steady_timer wake_;
+    boost::asio::steady_timer retry_;  ///< the wait before a reconnection
     boost::asio::ssl::context tls_ctx_;
     std::optional<boost::asio::ip::tcp::socket> socket_;
     std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
