@@ -1,6 +1,6 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
-//   stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] [--measure enqueue|drain|latency|all]
+//   stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] [--measure enqueue|drain|latency|chord|all]
 //              [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
@@ -15,6 +15,8 @@
 // drain:   N no-op tasks queued beforehand with one enqueue_batch (its rate is printed as
 //          "enqueue_bulk"), then run by a worker with results stored; tasks/s.
 // latency: one task at a time, enqueue to result in hand; p50/p99 in ms.
+// chord:   a chord of --chord-size (default 10,000) no-op children and one callback that
+//          receives their results; ms from dispatch to the callback's result in hand.
 #include <stem/adapters/postgres.hpp>
 #include <stem/adapters/redis.hpp>
 #include <stem/adapters/sqlite.hpp>
@@ -62,10 +64,17 @@ struct noop : stem::task_definition<noop_args, int> {
     }
 };
 
+/// A chord callback: how many results it was given.
+struct collect : stem::task_definition<std::vector<int>, std::size_t> {
+    static constexpr std::string_view name = "bench.collect";
+    asio::awaitable<std::size_t> operator()(stem::task_context&, std::vector<int> xs) { co_return xs.size(); }
+};
+
 struct settings {
     std::string broker = "memory";
     std::string url;
     std::size_t tasks = 200'000;
+    std::size_t chord_size = 10'000;
     std::string measure = "all";
     std::size_t concurrency = 64;
     std::size_t prefetch = 16;
@@ -76,7 +85,7 @@ struct settings {
 
 [[noreturn]] void usage_error(const std::string& msg) {
     std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] "
-                         "[--measure enqueue|drain|latency|all] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]\n",
+                         "[--measure enqueue|drain|latency|chord|all] [--chord-size N] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]\n",
                  msg.c_str());
     std::exit(2);
 }
@@ -99,6 +108,7 @@ settings parse_args(int argc, char** argv) {
         if (a == "--broker") s.broker = value();
         else if (a == "--url") s.url = value();
         else if (a == "--tasks") s.tasks = number(a, value());
+        else if (a == "--chord-size") s.chord_size = number(a, value());
         else if (a == "--measure") s.measure = value();
         else if (a == "--concurrency") s.concurrency = number(a, value());
         else if (a == "--prefetch") s.prefetch = number(a, value());
@@ -108,7 +118,7 @@ settings parse_args(int argc, char** argv) {
         else if (a == "--help" || a == "-h") usage_error("help");
         else usage_error(fmt::format("unknown flag '{}'", a));
     }
-    if (s.measure != "enqueue" && s.measure != "drain" && s.measure != "latency" && s.measure != "all")
+    if (s.measure != "enqueue" && s.measure != "drain" && s.measure != "latency" && s.measure != "chord" && s.measure != "all")
         usage_error(fmt::format("unknown measure '{}'", s.measure));
     if (s.broker != "memory" && s.broker != "sqlite" && s.broker != "postgres" && s.broker != "redis")
         usage_error(fmt::format("unknown broker '{}' (available: memory, sqlite, postgres, redis)", s.broker));
@@ -176,8 +186,8 @@ stem::app_options bench_options(const settings& s) {
 
 template <class Broker, class Backend>
 auto make_app(asio::io_context& io, const settings& s, bench_state& st, Broker b, Backend r) {
-    return std::make_unique<stem::app<Broker, Backend, stem::tasks<noop>>>(io, std::move(b), std::move(r),
-                                                                           stem::tasks{noop{{}, &st}}, bench_options(s));
+    return std::make_unique<stem::app<Broker, Backend, stem::tasks<noop, collect>>>(io, std::move(b), std::move(r),
+                                                                           stem::tasks{noop{{}, &st}, collect{}}, bench_options(s));
 }
 
 /// Runs `measure(app)` on a fresh app for the chosen broker.
@@ -309,12 +319,38 @@ void measure_latency(const settings& s) {
     });
 }
 
+/// A chord of `--chord-size` no-op children: from dispatch to the callback's result.
+void measure_chord(const settings& s) {
+    asio::io_context io;
+    bench_state st;
+    with_app(io, s, st, [&](auto& a) {
+    auto* app = &a;
+    run_on(io, [&]() -> asio::awaitable<void> {
+        app->start();
+        stem::canvas cv{*app};
+        std::vector<stem::typed_signature<noop>> header;
+        header.reserve(s.chord_size);
+        noop_args args{1};
+        for (std::size_t i = 0; i < s.chord_size; ++i) header.push_back(stem::sig<noop>(args));
+        auto callback = stem::sig<collect>();
+        auto t0 = std::chrono::steady_clock::now();
+        auto chord = co_await cv.chord(std::move(header), std::move(callback));
+        auto r = co_await chord.wait(600s);
+        auto t1 = std::chrono::steady_clock::now();
+        if (!r.succeeded() || *r.value != s.chord_size) throw std::runtime_error("the chord did not complete");
+        print_line(s, "chord", seconds_since(t0, t1) * 1000, "ms", {{"children", s.chord_size}});
+        co_await app->shutdown();
+    });
+    });
+}
+
 int main(int argc, char** argv) {
     auto s = parse_args(argc, argv);
     try {
         if (s.measure == "enqueue" || s.measure == "all") measure_enqueue(s);
         if (s.measure == "drain" || s.measure == "all") measure_drain(s);
         if (s.measure == "latency" || s.measure == "all") measure_latency(s);
+        if (s.measure == "chord" || s.measure == "all") measure_chord(s);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "stem-bench: %s\n", e.what());
         return 1;

@@ -8,6 +8,7 @@
 #include <stem/core/envelope.hpp>
 #include <stem/core/error.hpp>
 #include <stem/core/payload_encoder.hpp>
+#include <stem/core/signature.hpp>
 #include <stem/core/task_definition.hpp>
 #include <stem/core/task_id.hpp>
 #include <stem/core/task_options.hpp>
@@ -31,3 +32,4 @@
 #include <stem/runtime/task_context.hpp>
 #include <stem/runtime/task_handle.hpp>
 #include <stem/runtime/worker.hpp>
+#include <stem/canvas/canvas.hpp>

@@ -9,10 +9,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/json/object.hpp>
 
 namespace stem {
+
+class signature;
 
 /// How a task's retries are spaced. Delay of retry n (0-based) is
 /// `default_delay * 2^n` when `backoff`, capped at `backoff_max`; `jitter`
@@ -58,6 +61,10 @@ struct enqueue_options {
     std::optional<std::string> task_id{};                  ///< use this id instead of a new UUIDv7
     std::optional<retry_policy> retry{};
     std::optional<std::chrono::milliseconds> visibility_timeout{};
+    std::vector<signature> link{};        ///< enqueued when the task succeeds (see signature)
+    std::vector<signature> link_error{};  ///< enqueued when the task finally fails
 };
 
 }  // namespace stem
+
+#include <stem/core/signature.hpp>  // completes enqueue_options::link

@@ -31,6 +31,9 @@ struct app_options {
 template <broker Broker, result_backend Backend, std::derived_from<task_registry> Tasks>
 class app {
 public:
+    using broker_type = Broker;
+    using backend_type = Backend;
+
     /// The worker runs on a strand of `ex`, so `ex` may be an io_context run by many threads.
     app(boost::asio::any_io_executor ex, Broker b, Backend r, Tasks t, app_options o = {})
         : ex_(boost::asio::make_strand(std::move(ex))), broker_(std::move(b)), backend_(std::move(r)), tasks_(std::move(t)) {

@@ -99,11 +99,24 @@ public:
         }
     }
 
+    /// Publishes ready envelopes in one broker call (signals included).
+    awaitable<void> publish_batch(std::vector<envelope> batch) {
+        for (auto& e : batch) signals_.before_task_publish.emit({e});
+        if (signals_.after_task_publish.has_listeners()) {
+            auto copy = batch;
+            co_await broker_.publish_batch(std::move(batch));
+            for (auto& e : copy) signals_.after_task_publish.emit({e});
+        } else {
+            co_await broker_.publish_batch(std::move(batch));
+        }
+    }
+
     /// A handle on a task id known from elsewhere.
     template <class R = boost::json::value>
     task_handle<R> handle(std::string id) const { return {std::move(id), results_}; }
 
     const std::shared_ptr<detail::result_source>& results() const noexcept { return results_; }
+    const payload_encoder_registry& encoders() const noexcept { return encoders_; }
 
 private:
     template <class R>
@@ -117,17 +130,8 @@ private:
     awaitable<std::vector<task_handle<R>>> send_batch(std::vector<envelope> batch) {
         std::vector<task_handle<R>> out;
         out.reserve(batch.size());
-        for (auto& e : batch) {
-            out.emplace_back(e.id, results_);
-            signals_.before_task_publish.emit({e});
-        }
-        if (signals_.after_task_publish.has_listeners()) {
-            auto copy = batch;
-            co_await broker_.publish_batch(std::move(batch));
-            for (auto& e : copy) signals_.after_task_publish.emit({e});
-        } else {
-            co_await broker_.publish_batch(std::move(batch));
-        }
+        for (auto& e : batch) out.emplace_back(e.id, results_);
+        co_await publish_batch(std::move(batch));
         co_return out;
     }
 

@@ -36,6 +36,7 @@ struct result_source {
     virtual ~result_source() = default;
     virtual awaitable<std::optional<task_status>> wait(std::string id, std::chrono::milliseconds timeout) = 0;
     virtual awaitable<std::optional<task_status>> get(std::string id) = 0;
+    virtual awaitable<std::optional<group_record>> get_group(std::string id) = 0;
     virtual const payload_encoder_registry& encoders() const = 0;
 };
 
@@ -47,6 +48,7 @@ public:
         return b_.wait(std::move(id), t);
     }
     awaitable<std::optional<task_status>> get(std::string id) override { return b_.get(std::move(id)); }
+    awaitable<std::optional<group_record>> get_group(std::string id) override { return b_.get_group(std::move(id)); }
     const payload_encoder_registry& encoders() const override { return e_; }
 
 private:

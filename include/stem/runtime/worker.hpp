@@ -8,6 +8,7 @@
 #include <stem/contracts/retry_strategy.hpp>
 #include <stem/detail/chunked_deque.hpp>
 #include <stem/observe/signals.hpp>
+#include <stem/runtime/continuations.hpp>
 #include <stem/runtime/producer.hpp>
 #include <stem/runtime/registry.hpp>
 #include <stem/runtime/retry.hpp>
@@ -355,6 +356,7 @@ private:
             st.finished_at = now;
             co_await backend_.set(st, opts_.result_ttl);
             signals_.task_revoked.emit({env, info_, nullptr, &st, &err, {}, "expired"});
+            if (!co_await continue_after(env, st, false)) co_return;
             co_await broker_.ack(d);
             co_return;
         }
@@ -434,6 +436,7 @@ private:
                 co_return;
             }
             co_await backend_.set(st, opts_.result_ttl);
+            if (!co_await continue_after(env, st, true)) co_return;
             ++stats_.succeeded;
             signals_.task_succeeded.emit({env, info_, &ctx, &st});
             if (!early_ack && !co_await broker_.ack(d))
@@ -578,11 +581,29 @@ private:
         if (started) st.started_at = *started;
         st.finished_at = clock::now();
         co_await backend_.set(st, opts_.result_ttl);
+        if (!co_await continue_after(env, st, false)) co_return;
         if (!early_ack && !co_await broker_.dead_letter(d, reason))
             log_error(fmt::format("task {}: lease lost before dead-lettering; the broker will deliver it again", env.id));
         ++stats_.failed;
         signals_.task_failed.emit({env, info_, ctx, &st, &err, {}, reason});
         if (ctx) signals_.task_postrun.emit({env, info_, ctx, &st, &err});
+    }
+
+    /// Runs what `env`'s canvas metadata asks for after its final status `st` (next chain
+    /// step, links, chord callback). False when that failed: the delivery is then left
+    /// unacknowledged, so the broker delivers it again after its lease.
+    awaitable<bool> continue_after(const envelope& env, const task_status& st, bool succeeded) {
+        if (env.meta.empty()) co_return true;
+        std::string failure;
+        try {
+            if (succeeded) co_await continuations_.succeeded(env, st);
+            else co_await continuations_.failed(env, st);
+        } catch (const std::exception& e) {
+            failure = e.what();
+        }
+        if (failure.empty()) co_return true;
+        log_error(fmt::format("task {}: its continuations failed ({}); the delivery is left to the broker", env.id, failure));
+        co_return false;
     }
 
     /// Gives a delivery back: nack with requeue, or (already acked) publish it again.
@@ -698,6 +719,8 @@ private:
     const payload_encoder_registry& encoders_;
     worker_options opts_;
     producer<Broker, Backend> producer_;  // follow-up enqueues from tasks, and their handles
+    detail::continuations<Broker, Backend> continuations_{producer_, backend_, encoders_, opts_.result_ttl,
+                                                          [this](const std::string& m) { log_error(m); }};
     worker_info info_;
     subscription sub_;
     boost::asio::any_io_executor exec_;

@@ -120,8 +120,7 @@ public:
             // Locking the group row serialises concurrent completions: the count is exact.
             if (c.exec(s->sql.group_lock, group_id, now).empty())
                 throw error(errc::not_found, fmt::format("group '{}' does not exist or has expired", group_id));
-            c.exec(s->sql.group_add, group_id, st.id, text);
-            return c.exec(s->sql.group_count, group_id)[0][0].as<std::size_t>();
+            return c.exec(s->sql.group_add, group_id, st.id, text)[0][0].as<std::size_t>();
         });
     }
 
@@ -219,7 +218,11 @@ private:
             "  worker_id TEXT PRIMARY KEY,"
             "  expires_at BIGINT NOT NULL,"
             "  heartbeat TEXT NOT NULL);",
-            ns)};
+            ns),
+                // 2: a counter of finished members, so that adding one is not a count of all
+                fmt::format("ALTER TABLE {0}_groups ADD COLUMN finished BIGINT NOT NULL DEFAULT 0;"
+                            "UPDATE {0}_groups g SET finished = (SELECT count(*) FROM {0}_group_results r WHERE r.group_id = g.id);",
+                            ns)};
     }
 
     struct statements {
@@ -238,13 +241,15 @@ private:
                                         "DELETE FROM {0}_group_results WHERE group_id IN (SELECT id FROM gone)", ns)),
               group_init(fmt::format("INSERT INTO {0}_groups(id, task_ids, meta, chord_claimed, created_at, expires_at) "
                                      "VALUES($1, $2, $3, false, $4, $5) ON CONFLICT(id) DO UPDATE SET task_ids = excluded.task_ids, "
-                                     "meta = excluded.meta, chord_claimed = false, created_at = excluded.created_at, "
+                                     "meta = excluded.meta, chord_claimed = false, finished = 0, created_at = excluded.created_at, "
                                      "expires_at = excluded.expires_at", ns)),
               group_clear(fmt::format("DELETE FROM {0}_group_results WHERE group_id = $1", ns)),
               group_lock(fmt::format("SELECT 1 FROM {0}_groups WHERE id = $1 AND expires_at > $2 FOR UPDATE", ns)),
-              group_add(fmt::format("INSERT INTO {0}_group_results(group_id, task_id, status) VALUES($1, $2, $3) "
-                                    "ON CONFLICT(group_id, task_id) DO UPDATE SET status = excluded.status", ns)),
-              group_count(fmt::format("SELECT count(*) FROM {0}_group_results WHERE group_id = $1", ns)),
+              // (xmax = 0: the row was inserted, not updated: a member not counted before)
+              group_add(fmt::format("WITH r AS (INSERT INTO {0}_group_results(group_id, task_id, status) VALUES($1, $2, $3) "
+                                    "ON CONFLICT(group_id, task_id) DO UPDATE SET status = excluded.status RETURNING (xmax = 0) AS new) "
+                                    "UPDATE {0}_groups SET finished = finished + (SELECT count(*) FROM r WHERE new) WHERE id = $1 "
+                                    "RETURNING finished", ns)),
               group_get(fmt::format("SELECT task_ids, meta, chord_claimed, created_at FROM {0}_groups WHERE id = $1 AND expires_at > $2", ns)),
               group_results(fmt::format("SELECT status FROM {0}_group_results WHERE group_id = $1", ns)),
               group_claim(fmt::format("UPDATE {0}_groups SET chord_claimed = true WHERE id = $1 AND NOT chord_claimed AND expires_at > $2", ns)),
@@ -253,7 +258,7 @@ private:
                                         "heartbeat = excluded.heartbeat", ns)),
               heartbeat_expire(fmt::format("DELETE FROM {0}_heartbeats WHERE expires_at <= $1", ns)),
               heartbeat_list(fmt::format("SELECT heartbeat FROM {0}_heartbeats ORDER BY worker_id", ns)) {}
-        std::string set_many, get, list, count, expire, expire_groups, group_init, group_clear, group_lock, group_add, group_count,
+        std::string set_many, get, list, count, expire, expire_groups, group_init, group_clear, group_lock, group_add,
             group_get, group_results, group_claim, heartbeat_set, heartbeat_expire, heartbeat_list;
     };
 

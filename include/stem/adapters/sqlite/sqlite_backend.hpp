@@ -140,14 +140,26 @@ public:
         co_return co_await s->db->run([s = s.get(), &group_id, &st, &text, now](detail::sqlite::connection& c) -> std::size_t {
             if (!s->group_alive(c, group_id, now))
                 throw error(errc::not_found, fmt::format("group '{}' does not exist or has expired", group_id));
+            // A member not seen before counts one more; a member seen before (run again) has
+            // its status replaced and counts nothing.
             auto& q = c.query(s->sql.group_add);
             q.bind(1, group_id);
             q.bind(2, st.id);
             q.bind(3, text);
-            q.exec();
+            bool added = q.exec() == 1;
+            if (!added) {
+                auto& r = c.query(s->sql.group_replace);
+                r.bind(1, group_id);
+                r.bind(2, st.id);
+                r.bind(3, text);
+                r.exec();
+            }
             auto& n = c.query(s->sql.group_count);
             n.bind(1, group_id);
-            return n.executeStep() ? std::size_t(n.getColumn(0).getInt64()) : 0;
+            n.bind(2, added ? 1 : 0);
+            auto finished = n.executeStep() ? std::size_t(n.getColumn(0).getInt64()) : 0;
+            n.reset();  // (a RETURNING statement left on its row would keep the write open)
+            return finished;
         });
     }
 
@@ -251,7 +263,11 @@ private:
             "  worker_id TEXT PRIMARY KEY,"
             "  expires_at INTEGER NOT NULL,"
             "  heartbeat TEXT NOT NULL);",
-            ns)};
+            ns),
+                // 2: a counter of finished members, so that adding one is not a count of all
+                fmt::format("ALTER TABLE {0}_groups ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;"
+                            "UPDATE {0}_groups SET finished = (SELECT COUNT(*) FROM {0}_group_results r WHERE r.group_id = {0}_groups.id);",
+                            ns)};
     }
 
     struct statements {
@@ -268,13 +284,14 @@ private:
               expire_group_results(fmt::format("DELETE FROM {0}_group_results WHERE group_id NOT IN (SELECT id FROM {0}_groups)", ns)),
               group_init(fmt::format("INSERT INTO {0}_groups(id, task_ids, meta, chord_claimed, created_at, expires_at) "
                                      "VALUES(?, ?, ?, 0, ?, ?) ON CONFLICT(id) DO UPDATE SET task_ids = excluded.task_ids, "
-                                     "meta = excluded.meta, chord_claimed = 0, created_at = excluded.created_at, "
+                                     "meta = excluded.meta, chord_claimed = 0, finished = 0, created_at = excluded.created_at, "
                                      "expires_at = excluded.expires_at", ns)),
               group_clear(fmt::format("DELETE FROM {0}_group_results WHERE group_id = ?", ns)),
               group_alive(fmt::format("SELECT 1 FROM {0}_groups WHERE id = ? AND expires_at > ?", ns)),
               group_add(fmt::format("INSERT INTO {0}_group_results(group_id, task_id, status) VALUES(?, ?, ?) "
-                                    "ON CONFLICT(group_id, task_id) DO UPDATE SET status = excluded.status", ns)),
-              group_count(fmt::format("SELECT COUNT(*) FROM {0}_group_results WHERE group_id = ?", ns)),
+                                    "ON CONFLICT(group_id, task_id) DO NOTHING", ns)),
+              group_replace(fmt::format("UPDATE {0}_group_results SET status = ?3 WHERE group_id = ?1 AND task_id = ?2", ns)),
+              group_count(fmt::format("UPDATE {0}_groups SET finished = finished + ?2 WHERE id = ?1 RETURNING finished", ns)),
               group_get(fmt::format("SELECT task_ids, meta, chord_claimed, created_at FROM {0}_groups WHERE id = ? AND expires_at > ?", ns)),
               group_results(fmt::format("SELECT status FROM {0}_group_results WHERE group_id = ?", ns)),
               group_claim(fmt::format("UPDATE {0}_groups SET chord_claimed = 1 WHERE id = ? AND chord_claimed = 0 AND expires_at > ?", ns)),
@@ -284,7 +301,7 @@ private:
               heartbeat_expire(fmt::format("DELETE FROM {0}_heartbeats WHERE expires_at <= ?", ns)),
               heartbeat_list(fmt::format("SELECT heartbeat FROM {0}_heartbeats ORDER BY worker_id", ns)) {}
         std::string set, get, list, count, expire, expire_groups, expire_group_results, group_init, group_clear,
-            group_alive, group_add, group_count, group_get, group_results, group_claim, heartbeat_set,
+            group_alive, group_add, group_replace, group_count, group_get, group_results, group_claim, heartbeat_set,
             heartbeat_expire, heartbeat_list;
     };
 
