@@ -70,6 +70,18 @@ struct where : stem::task_definition<int, long, where> {
         co_return long(::getpid());
     }
 };
+/// Takes `ms`, renewing a 1 s lease: the share of a killed worker comes back within a second.
+struct slow_where : stem::task_definition<int, long, slow_where> {
+    static constexpr std::string_view name = "canvas.slow_where";
+    static constexpr stem::task_options options{.visibility_timeout = std::chrono::milliseconds(1000)};
+    awaitable<long> operator()(stem::task_context& ctx, int ms) {
+        for (int waited = 0; waited < ms; waited += 100) {
+            co_await stem_test::elapse(100ms);
+            co_await ctx.extend_lease(1000ms);
+        }
+        co_return long(::getpid());
+    }
+};
 /// A chord callback that appends one line per run to $STEM_TEST_CANVAS_LOG.
 struct tally : stem::task_definition<std::vector<long>, std::size_t, tally> {
     static constexpr std::string_view name = "canvas.tally";
@@ -86,7 +98,7 @@ struct tally : stem::task_definition<std::vector<long>, std::size_t, tally> {
     }
 };
 
-inline auto all_tasks() { return stem::tasks{add_one{}, twice{}, sum{}, unlucky{}, on_failure{}, where{}, tally{}}; }
+inline auto all_tasks() { return stem::tasks{add_one{}, twice{}, sum{}, unlucky{}, on_failure{}, where{}, slow_where{}, tally{}}; }
 
 /// Runs `body(app, canvas)` with a started app on a fresh store of F.
 template <class F, class Body>
@@ -338,6 +350,53 @@ void chord_across_two_worker_processes() {
     CHECK(lines == 3);  // one callback run per chord
 }
 
+/// A worker process killed (SIGKILL) while it holds chord children: the other worker runs
+/// them after their leases, and the callback still runs exactly once, with every result.
+template <class F>
+void chord_survives_a_killed_worker() {
+    auto s = F::store();
+    auto log = stem_test::scratch_file("chord-kill-log");
+    ::setenv("STEM_TEST_CANVAS_LOG", log.c_str(), 1);
+    pid_t w1 = fork_worker<F>(s);
+    pid_t w2 = fork_worker<F>(s);
+    REQUIRE(w1 > 0);
+    REQUIRE(w2 > 0);
+    bool killed = false;
+    stem_test::run([&]() -> awaitable<void> {
+        stem::app producer{co_await boost::asio::this_coro::executor, F::broker(s), F::backend(s), all_tasks(), stem_test::app_options(1)};
+        stem::canvas cv{producer};
+        std::vector<stem::typed_signature<slow_where>> header;
+        for (int i = 0; i < 24; ++i) header.push_back(slow_where::sig(300));
+        auto c = co_await cv.chord(header, tally::sig());
+        // Kill the first worker once some children have finished (it holds others then).
+        for (int i = 0; i < 200 && !killed; ++i) {
+            auto rec = co_await producer.get_backend().get_group(c.group_id());
+            if (rec && rec->completed() >= 4) {
+                ::kill(w1, SIGKILL);
+                killed = true;
+            } else {
+                co_await stem_test::elapse(20ms);
+            }
+        }
+        auto r = co_await c.wait(40s);
+        REQUIRE(r.succeeded());
+        CHECK(*r.value >= 1);
+        auto rec = co_await producer.get_backend().get_group(c.group_id());
+        REQUIRE(rec);
+        CHECK(rec->completed() == 24);
+    }, 60s);
+    CHECK(killed);
+    int status = 0;
+    ::waitpid(w1, &status, 0);
+    ::kill(w2, SIGTERM);
+    ::waitpid(w2, &status, 0);
+    ::unsetenv("STEM_TEST_CANVAS_LOG");
+    std::ifstream in(log);
+    int lines = 0;
+    for (std::string line; std::getline(in, line);) ++lines;
+    CHECK(lines == 1);
+}
+
 }  // namespace canvas_kit
 
 #define STEM_CANVAS_TESTS_(F, label)                                                                                          \
@@ -361,4 +420,7 @@ void chord_across_two_worker_processes() {
     STEM_CANVAS_TESTS_(F, label)                                                                                               \
     TEST_CASE("canvas[" label "]: a chord whose children finish in two worker processes calls back exactly once") {           \
         canvas_kit::chord_across_two_worker_processes<F>();                                                                    \
+    }                                                                                                                          \
+    TEST_CASE("canvas[" label "]: a worker killed in the middle of a chord: the callback still runs exactly once") {          \
+        canvas_kit::chord_survives_a_killed_worker<F>();                                                                       \
     }

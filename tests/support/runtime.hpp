@@ -1,6 +1,8 @@
 // Test support for runtime tests: a one-number argument type and app options for tests.
 #pragma once
 
+#include "support/async.hpp"
+
 #include <stem/stem.hpp>
 
 #include <chrono>
@@ -31,6 +33,20 @@ inline stem::app_options app_options(std::size_t concurrency) {
     o.worker.heartbeat_interval = 50ms;
     o.worker.soft_shutdown_timeout = 300ms;
     return o;
+}
+
+/// The broker's stats of `queue` once nothing is pending, in flight or delayed, or the
+/// last seen after `within`: a worker records a result before it acknowledges the
+/// delivery, so a test that has seen the result may still see the delivery in flight.
+template <class Broker>
+awaitable<stem::queue_stats> settled_stats(Broker& b, std::string queue, std::chrono::milliseconds within = std::chrono::seconds(5)) {
+    auto until = std::chrono::steady_clock::now() + within;
+    auto st = co_await b.stats(queue);
+    while (st.pending + st.inflight + st.delayed != 0 && std::chrono::steady_clock::now() < until) {
+        co_await elapse(std::chrono::milliseconds(20));
+        st = co_await b.stats(queue);
+    }
+    co_return st;
 }
 
 /// The test executable's own pid (forked worker processes have another).

@@ -96,30 +96,41 @@ private:
         }
         auto* chord = canvas.if_contains("chord");
         if (!chord) co_return;
-        auto* size = canvas.if_contains("size");
-        std::size_t expected = !size ? 0 : size->is_int64() ? std::size_t(size->get_int64()) : size->is_uint64() ? std::size_t(size->get_uint64()) : 0;
-        if (st.state == task_state::succeeded && (expected == 0 || finished < expected)) co_return;
-        if (!co_await backend_.claim_chord(env.group_id)) co_return;
+        // A failed member fails the chord at once (the first to fail claims it); otherwise
+        // the member whose result completes the header claims it and calls back.
+        if (st.state != task_state::succeeded) {
+            if (co_await backend_.claim_chord(env.group_id)) co_await fail_callback(*chord, env.group_id, json_count(canvas, "index"), st);
+            co_return;
+        }
+        auto expected = json_count(canvas, "size");
+        if (expected == 0 || finished < expected || !co_await backend_.claim_chord(env.group_id)) co_return;
         auto group = co_await backend_.get_group(env.group_id);
         if (!group) {
             warn_(fmt::format("chord {}: its group record expired before the callback was sent", env.group_id));
             co_return;
         }
-        // The results in signature order; the first failed branch fails the chord.
+        // The results in signature order (a member that failed without claiming, its worker
+        // gone before the claim, fails the chord here).
         boost::json::array results;
         results.reserve(group->task_ids.size());
         for (std::size_t i = 0; i < group->task_ids.size(); ++i) {
             auto it = group->results.find(group->task_ids[i]);
-            const task_status* child = it != group->results.end() ? &it->second : (group->task_ids[i] == st.id ? &st : nullptr);
-            if (!child) throw error(errc::backend_failure, fmt::format("chord {}: branch {} has no result", env.group_id, i));
-            if (child->state != task_state::succeeded) {
-                co_await fail_callback(*chord, env.group_id, i, *child);
+            if (it == group->results.end()) throw error(errc::backend_failure, fmt::format("chord {}: branch {} has no result", env.group_id, i));
+            const task_status& child = it->second;
+            if (child.state != task_state::succeeded) {
+                co_await fail_callback(*chord, env.group_id, i, child);
                 co_return;
             }
-            results.push_back(child->result ? boost::json::parse(enc_.decode(child->result_encoder, *child->result)) : boost::json::value());
+            results.push_back(child.result ? boost::json::parse(enc_.decode(child.result_encoder, *child.result)) : boost::json::value());
         }
         auto callback = step_envelope(*chord, boost::json::serialize(results), enc_);
         co_await producer_.publish(std::move(callback));
+    }
+
+    /// A non-negative count stored in `canvas[key]` (0 when absent).
+    static std::size_t json_count(const boost::json::object& canvas, std::string_view key) {
+        auto* v = canvas.if_contains(key);
+        return !v ? 0 : v->is_int64() ? std::size_t(v->get_int64()) : v->is_uint64() ? std::size_t(v->get_uint64()) : 0;
     }
 
     awaitable<void> fail_callback(const boost::json::value& step, const std::string& group_id, std::size_t branch, const task_status& child) {

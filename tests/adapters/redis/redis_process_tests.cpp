@@ -96,7 +96,7 @@ TEST_CASE("adapters.redis: a producer and two worker processes: every task runs 
         int more_than_once = 0;
         for (std::size_t i = 0; i < stem::redis::size(vals); ++i) more_than_once += stem::redis::integer(stem::redis::at(vals, i)) != 1;
         CHECK(more_than_once == 0);
-        auto stats = co_await producer.get_broker().stats("default"s);
+        auto stats = co_await stem_test::settled_stats(producer.get_broker(), "default"s);
         CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
     }, 60s);
     stop(w1, SIGTERM);
@@ -171,7 +171,7 @@ TEST_CASE("adapters.redis: the server restarts in the middle of a run: every tas
         restarter.t.join();
         CHECK(restart_rc == 0);
         CHECK(done == tasks);
-        auto stats = co_await app.get_broker().stats("default"s);
+        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
         CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
         co_await app.shutdown();
     }, 120s);

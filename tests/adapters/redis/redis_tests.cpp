@@ -135,7 +135,7 @@ TEST_CASE("adapters.redis: an entry that does not decode is dead-lettered with t
         auto dead = co_await app.get_broker().get_dead_letter("undecodable-" + entry);
         REQUIRE(dead);
         CHECK(dead->reason.starts_with("decode-error: "));
-        auto stats = co_await app.get_broker().stats("default"s);
+        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
         CHECK(stats.pending + stats.inflight == 0);
         CHECK(stats.dead == 1);
         co_await app.shutdown();

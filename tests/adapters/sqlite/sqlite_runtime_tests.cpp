@@ -67,7 +67,7 @@ TEST_CASE("adapters.sqlite: a corrupt row is dead-lettered with the reason and t
         REQUIRE(dead);
         CHECK(dead->reason.starts_with("decode-error: "));
         CHECK(dead->env.id == first.id());
-        auto stats = co_await app.get_broker().stats("default"s);
+        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
         CHECK(stats.pending == 0);
         CHECK(stats.inflight == 0);
         CHECK(stats.dead == 1);
@@ -126,7 +126,7 @@ TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs agai
         CHECK(done->state == stem::task_state::succeeded);
         CHECK(done->result == std::to_string(::getpid()));
         CHECK(std::chrono::steady_clock::now() - started < 5s);
-        auto stats = co_await app.get_broker().stats("default"s);
+        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
         CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
         co_await app.shutdown();
     }, 30s);
