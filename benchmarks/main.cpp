@@ -263,7 +263,7 @@ void measure_drain(const settings& s) {
         auto b0 = std::chrono::steady_clock::now();
         co_await app->template enqueue_batch<noop>(batch);
         print_line(s, "enqueue_bulk", double(s.tasks) / seconds_since(b0, std::chrono::steady_clock::now()), "tasks/s");
-        auto waiter = std::make_shared<stem::detail::waiter>(co_await asio::this_coro::executor);
+        auto waiter = std::make_shared<stem::detail::waiter>();
         st.on_target = [&, waiter] {
             asio::post(io, [&, waiter] {
                 st.finished = std::chrono::steady_clock::now();

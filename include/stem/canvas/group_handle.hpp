@@ -139,7 +139,7 @@ private:
     /// Reads the members already finished from the group record, then waits for the rest.
     static awaitable<void> start(std::shared_ptr<state> s, boost::asio::any_io_executor ex) {
         s->strand.emplace(boost::asio::make_strand(ex));
-        s->wake = std::make_shared<detail::waiter>(ex);
+        s->wake = std::make_shared<detail::waiter>();
         auto g = co_await s->src->get_group(s->group_id);
         co_await boost::asio::dispatch(*s->strand, boost::asio::use_awaitable);
         for (std::size_t i = 0; i < s->ids.size(); ++i) {

@@ -80,7 +80,7 @@ public:
     awaitable<std::optional<task_status>> wait(status_reader read, std::string id, std::chrono::milliseconds timeout) {
         auto self = shared_from_this();
         auto deadline = std::chrono::steady_clock::now() + timeout;
-        auto w = std::make_shared<waiter>(co_await boost::asio::this_coro::executor);
+        auto w = std::make_shared<waiter>();
         struct unregister {
             status_hub* h;
             const std::string& id;
@@ -120,7 +120,7 @@ public:
 
     /// A watch of `id` from now on.
     awaitable<status_watch> watch(status_reader read, std::string id) {
-        auto src = std::make_shared<watch_impl>(co_await boost::asio::this_coro::executor, shared_from_this(), read, id);
+        auto src = std::make_shared<watch_impl>(shared_from_this(), read, id);
         {
             std::lock_guard lk(mu_);
             watchers_[id].push_back(src);
@@ -136,8 +136,8 @@ private:
     /// found by reading the row and comparing it with the last one reported, so a watch
     /// across processes may skip an intermediate status.
     struct watch_impl final : watch_source {
-        watch_impl(boost::asio::any_io_executor ex, std::shared_ptr<status_hub> h, status_reader r, std::string i)
-            : w(std::make_shared<waiter>(ex)), hub(std::move(h)), read(std::move(r)), id(std::move(i)) {}
+        watch_impl(std::shared_ptr<status_hub> h, status_reader r, std::string i)
+            : w(std::make_shared<waiter>()), hub(std::move(h)), read(std::move(r)), id(std::move(i)) {}
         ~watch_impl() override {
             std::lock_guard lk(hub->mu_);
             if (auto it = hub->watchers_.find(id); it != hub->watchers_.end()) {

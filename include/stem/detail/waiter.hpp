@@ -3,16 +3,14 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/dispatch.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -21,40 +19,66 @@
 
 namespace stem::detail {
 
-/// A wake-up for one coroutine, safe from any thread and on any executor. The
-/// timer lives on a strand of the waiter's executor: `notify` posts to that strand,
-/// and `wait_until` enters it before arming the timer, so the two never overlap
-/// even when the waiting coroutine runs on a multi-threaded io_context.
-class waiter : public std::enable_shared_from_this<waiter> {
+/// A wake-up for one coroutine, safe from any thread. The object holds no I/O object, so
+/// notifiers on other threads may keep it (and drop it last) after the waiting coroutine's
+/// io_context is gone: the timer lives in the waiting coroutine's frame and is reachable
+/// from here only while it waits. Every touch of that timer (arming, cancelling) happens
+/// under the mutex, and the coroutine unhooks it before its frame lets it go.
+class waiter {
 public:
-    explicit waiter(boost::asio::any_io_executor ex) : strand_(boost::asio::make_strand(std::move(ex))), timer_(strand_) {}
+    waiter() = default;
+    waiter(const waiter&) = delete;
+    waiter& operator=(const waiter&) = delete;
 
     /// Wakes the waiter (now, or as soon as it starts waiting).
     void notify() {
-        boost::asio::post(strand_, [self = shared_from_this()] {
-            self->fired_ = true;
-            self->timer_.cancel();
-        });
+        std::lock_guard lk(mu_);
+        fired_ = true;
+        if (armed_) armed_->cancel();  // completes through the waiter's own executor
     }
 
     /// Waits until notified (true) or `deadline` (false). Cancellation of the
     /// calling coroutine throws operation_aborted.
     boost::asio::awaitable<bool> wait_until(std::chrono::steady_clock::time_point deadline) {
-        co_await boost::asio::dispatch(strand_, boost::asio::use_awaitable);
-        if (fired_.exchange(false)) co_return true;
-        timer_.expires_at(deadline);
+        if (take_fired()) co_return true;
+        boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+        unhook guard{this};
         boost::system::error_code ec;
-        co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
-        if (fired_.exchange(false)) co_return true;
+        auto token = boost::asio::redirect_error(boost::asio::use_awaitable, ec);
+        co_await boost::asio::async_initiate<decltype(token), void(boost::system::error_code)>(
+            [this, &timer, deadline](auto handler) {
+                std::lock_guard lk(mu_);
+                timer.expires_at(deadline);
+                timer.async_wait(std::move(handler));
+                armed_ = &timer;
+                if (fired_) timer.cancel();  // notified since the check above
+            },
+            token);
+        if (take_fired()) co_return true;
         if (ec == boost::asio::error::operation_aborted)
             throw boost::system::system_error(ec, "stem: wait cancelled");
         co_return false;
     }
 
 private:
-    boost::asio::strand<boost::asio::any_io_executor> strand_;
-    boost::asio::steady_timer timer_;
-    std::atomic<bool> fired_{false};
+    /// Unhooks the waiting coroutine's timer when its wait ends, or its frame is destroyed.
+    /// (A class of its own: GCC 12 cannot mangle a local class in a coroutine.)
+    struct unhook {
+        waiter* w;
+        ~unhook() {
+            std::lock_guard lk(w->mu_);
+            w->armed_ = nullptr;
+        }
+    };
+
+    bool take_fired() {
+        std::lock_guard lk(mu_);
+        return std::exchange(fired_, false);
+    }
+
+    std::mutex mu_;
+    bool fired_ = false;
+    boost::asio::steady_timer* armed_ = nullptr;  ///< the waiting coroutine's timer, while it waits
 };
 
 /// The waiters of one store that any change may concern (waiting consumers): each is

@@ -69,7 +69,7 @@ public:
     void start() {
         if (worker_) throw error(errc::invalid_argument, "app::start: the worker is already started");
         worker_ = std::make_unique<worker<Broker, Backend>>(broker_, backend_, tasks_, signals_, encoders_, worker_opts_);
-        done_ = std::make_shared<detail::waiter>(ex_);
+        done_ = std::make_shared<detail::waiter>();
         boost::asio::co_spawn(ex_, worker_->run(), [this, done = done_](std::exception_ptr ep) {
             worker_error_ = ep;
             finished_ = true;

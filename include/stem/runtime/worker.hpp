@@ -173,8 +173,8 @@ public:
         running_ = true;
         stopping_ = false;
         exec_ = co_await boost::asio::this_coro::executor;
-        room_ = std::make_shared<detail::waiter>(exec_);
-        idle_ = std::make_shared<detail::waiter>(exec_);
+        room_ = std::make_shared<detail::waiter>();
+        idle_ = std::make_shared<detail::waiter>();
         slots_ = std::vector<boost::asio::cancellation_signal>(opts_.concurrency);
         free_slots_.clear();
         for (std::size_t i = opts_.concurrency; i-- > 0;) free_slots_.push_back(i);

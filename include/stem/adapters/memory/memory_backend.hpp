@@ -75,7 +75,7 @@ public:
                     if (w) s_->drop_waiter(id, w);
                     co_return st;
                 }
-                if (!w) w = std::make_shared<detail::waiter>(co_await boost::asio::this_coro::executor);
+                if (!w) w = std::make_shared<detail::waiter>();
                 auto& list = s_->waiters[id];
                 if (std::find(list.begin(), list.end(), w) == list.end()) list.push_back(w);
             }
@@ -90,7 +90,7 @@ public:
     }
 
     awaitable<status_watch> watch(std::string id) {
-        auto src = std::make_shared<watch_impl>(co_await boost::asio::this_coro::executor);
+        auto src = std::make_shared<watch_impl>();
         std::lock_guard lk(s_->mu);
         src->owner = s_;
         src->id = id;
@@ -176,7 +176,6 @@ public:
 private:
     struct state;
     struct watch_impl final : detail::watch_source {
-        explicit watch_impl(boost::asio::any_io_executor ex) : w(std::make_shared<detail::waiter>(ex)) {}
         ~watch_impl() override {
             if (auto o = owner.lock()) {
                 std::lock_guard lk(o->mu);
@@ -205,7 +204,7 @@ private:
         std::weak_ptr<state> owner;
         std::string id;
         std::deque<task_status> pending;  // guarded by owner->mu
-        std::shared_ptr<detail::waiter> w;
+        std::shared_ptr<detail::waiter> w = std::make_shared<detail::waiter>();
     };
     struct entry {
         time_point expires;

@@ -92,7 +92,7 @@ public:
                     co_return out;
                 }
                 next_event = s_->next_event(sub);
-                if (!w) w = std::make_shared<detail::waiter>(co_await boost::asio::this_coro::executor);
+                if (!w) w = std::make_shared<detail::waiter>();
                 s_->add_waiter(w);
             }
             auto until = deadline;

@@ -87,7 +87,7 @@ public:
         if (max == 0) co_return std::vector<delivery>{};
         auto s = s_;
         auto deadline = std::chrono::steady_clock::now() + wait;
-        auto w = std::make_shared<detail::waiter>(co_await boost::asio::this_coro::executor);
+        auto w = std::make_shared<detail::waiter>();
         struct unregister {
             state* s;
             std::shared_ptr<detail::waiter> w;

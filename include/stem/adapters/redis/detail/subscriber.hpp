@@ -37,8 +37,7 @@ public:
     /// Subscribes to `channel` (once for all its listeners) and waits until the server has
     /// confirmed it, or `deadline` (then messages may come later or not at all).
     awaitable<void> subscribe(std::string channel, std::chrono::steady_clock::time_point deadline) {
-        auto ex = co_await boost::asio::this_coro::executor;
-        auto w = std::make_shared<stem::detail::waiter>(ex);
+        auto w = std::make_shared<stem::detail::waiter>();
         std::shared_ptr<connection> c;
         bool first = false;
         {
