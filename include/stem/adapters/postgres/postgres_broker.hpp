@@ -116,15 +116,27 @@ public:
         for (;;) {
             s->waiters.add(w);  // before looking: a publish or NOTIFY from now on wakes us
             auto now = to_unix_micros(clock::now());
-            auto out = co_await s->db.run([s = s.get(), &sub, &queues, max, now](detail::postgres::connection& c) {
+            // Nothing to claim: the soonest instant a row of these queues becomes visible (a
+            // delay ending, a lease running out) ends the wait, as no NOTIFY marks it.
+            std::optional<std::int64_t> next_visible;
+            auto out = co_await s->db.run([s = s.get(), &sub, &queues, &next_visible, max, now](detail::postgres::connection& c) {
                 std::vector<delivery> got;
                 s->read_broadcasts(c, sub, max, got);
-                if (got.size() < max && !sub.queues.empty()) s->claim(c, queues, max - got.size(), now, got);
+                if (got.size() < max && !sub.queues.empty()) {
+                    s->claim(c, queues, max - got.size(), now, got);
+                    if (got.empty()) {
+                        auto r = c.exec(s->sql.next_visible, now, queues);
+                        next_visible.reset();
+                        if (!r[0][0].is_null()) next_visible = r[0][0].as<std::int64_t>();
+                    }
+                }
                 return got;
             });
             auto left = deadline - std::chrono::steady_clock::now();
             if (!out.empty() || left <= decltype(left)::zero()) co_return out;
-            co_await w->wait_until(std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval));
+            auto until = std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval);
+            if (next_visible) until = std::min(until, detail::steady_deadline(from_unix_micros(*next_visible)));
+            co_await w->wait_until(until);
         }
     }
 
@@ -353,6 +365,12 @@ private:
                   "FROM (SELECT seq FROM {0}_jobs WHERE queue = ANY($4::text[]) AND visible_at <= $1 "
                   "      ORDER BY priority DESC, visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS pick "
                   "WHERE j.seq = pick.seq RETURNING j.seq, j.token, j.visible_at, j.queue, j.priority, j.envelope", ns)),
+              // One index probe per queue and priority (the claim index orders visible_at
+              // within them), however many rows wait.
+              next_visible(fmt::format(
+                  "SELECT min(n.visible_at) FROM unnest($2::text[]) AS q(name) CROSS JOIN generate_series(0, 9) AS p(priority) "
+                  "CROSS JOIN LATERAL (SELECT visible_at FROM {0}_jobs WHERE queue = q.name AND priority = p.priority "
+                  "AND visible_at > $1 ORDER BY visible_at LIMIT 1) AS n", ns)),
               ack_many(fmt::format("DELETE FROM {0}_jobs AS j USING unnest($1::bigint[], $2::bigint[]) AS x(seq, token) "
                                    "WHERE j.seq = x.seq AND j.token = x.token AND j.leased RETURNING j.seq", ns)),
               requeue(fmt::format("UPDATE {0}_jobs SET leased = false, visible_at = $3 WHERE seq = $1 AND token = $2 AND leased", ns)),
@@ -393,7 +411,7 @@ private:
               broadcast_move(fmt::format("UPDATE {0}_broadcast_cursors SET last_seq = $3 WHERE channel = $1 AND consumer = $2", ns)),
               broadcast_expire(fmt::format("DELETE FROM {0}_broadcasts WHERE created_at < $1", ns)) {}
         std::vector<std::string> job_columns;
-        std::string insert, notify, claim, ack_many, requeue, extend, retry, move_to_dead, add_dead, dead_count,
+        std::string insert, notify, claim, next_visible, ack_many, requeue, extend, retry, move_to_dead, add_dead, dead_count,
             dead_page, dead_oldest, dead_take_oldest, dead_by_id, dead_purge, dead_expire, purge, stats, queues,
             broadcast_add, broadcast_cursor, broadcast_read, broadcast_move, broadcast_expire;
     };
