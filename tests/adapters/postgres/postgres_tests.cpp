@@ -4,6 +4,7 @@
 #include "contracts/backend_kit.hpp"
 #include "contracts/broker_kit.hpp"
 #include "support/async.hpp"
+#include "support/fault_kit.hpp"
 #include "support/runtime.hpp"
 
 #include <stem/adapters/postgres.hpp>
@@ -12,11 +13,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
-#include <csignal>
 #include <cstdlib>
-#include <thread>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -68,6 +66,11 @@ struct url_pg_broker_fixture {
 struct pg_backend_fixture {
     static stem::postgres_backend make() { return stem::postgres_backend{backend_opts(fresh_namespace())}; }
     static stem::postgres_backend peer(stem::postgres_backend& r) { return r; }
+};
+/// Adapter objects on one namespace, for the fault kit.
+struct pg_store {
+    static stem::postgres_broker broker(const std::string& ns) { return stem::postgres_broker{broker_opts(ns)}; }
+    static stem::postgres_backend backend(const std::string& ns) { return stem::postgres_backend{backend_opts(ns)}; }
 };
 struct url_pg_backend_fixture {
     static stem::any_backend make() { return stem::make_backend(pg_url() + "?pool_size=2&namespace=" + fresh_namespace()); }
@@ -140,90 +143,14 @@ TEST_CASE("adapters.postgres: a corrupt row is dead-lettered with the reason and
 }
 
 TEST_CASE("adapters.postgres: a worker process killed mid-task: the task runs again after its lease and completes") {
-    auto ns = fresh_namespace();
-    std::string id;
-    stem_test::run([&]() -> awaitable<void> {
-        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
-                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-        stem_test::num_args long_run{30'000};
-        auto h = co_await app.enqueue<stem_test::slow_in_child>(long_run);
-        id = h.id();
-    });
-
-    pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {  // the worker process that will be killed
-        try {
-            boost::asio::io_context io;
-            stem::app app{io, stem::postgres_broker{broker_opts(ns)}, stem::postgres_backend{backend_opts(ns)},
-                          stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-            app.start();
-            io.run();
-        } catch (...) {
-        }
-        ::_exit(0);
-    }
-
-    stem_test::run([&]() -> awaitable<void> {
-        stem::postgres_backend results{backend_opts(ns)};
-        std::optional<stem::task_status> st;
-        for (int i = 0; i < 200 && !(st && st->state == stem::task_state::running); ++i) {
-            co_await stem_test::elapse(50ms);
-            st = co_await results.get(id);
-        }
-        REQUIRE(st);
-        REQUIRE(st->state == stem::task_state::running);
-        ::kill(child, SIGKILL);
-        int status = 0;
-        ::waitpid(child, &status, 0);
-        CHECK(WIFSIGNALED(status));
-
-        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)}, results,
-                      stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-        auto started = std::chrono::steady_clock::now();
-        app.start();
-        auto done = co_await results.wait(id, 10s);
-        REQUIRE(done);
-        CHECK(done->state == stem::task_state::succeeded);
-        CHECK(done->result == std::to_string(::getpid()));
-        CHECK(std::chrono::steady_clock::now() - started < 5s);
-        co_await app.shutdown();
-    }, 30s);
+    fault_kit::killed_worker_task_runs_again<pg_store>(fresh_namespace());
 }
 
 // Skipped by default (ctest runs it alone, with --no-skip: see tests/CMakeLists.txt).
 TEST_CASE("adapters.postgres: the server restarts in the middle of a run: every task completes" * doctest::skip()) {
     const char* restart = std::getenv("STEM_TEST_POSTGRES_RESTART");
     REQUIRE_MESSAGE(restart, "STEM_TEST_POSTGRES_RESTART is not set: run scripts/test");
-    auto ns = fresh_namespace();
-    constexpr int tasks = 200;
-    stem_test::run([&]() -> awaitable<void> {
-        stem::app app{co_await boost::asio::this_coro::executor, stem::postgres_broker{broker_opts(ns)},
-                      stem::postgres_backend{backend_opts(ns)}, stem::tasks{stem_test::sleepy{}}, stem_test::app_options(4)};
-        std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
-        auto handles = co_await app.enqueue_batch<stem_test::sleepy>(batch);
-        app.start();
-        co_await stem_test::elapse(300ms);
-        // Restart on another thread: the worker keeps running into the outage.
-        int restart_rc = -1;
-        struct joined {
-            std::thread t;
-            ~joined() {
-                if (t.joinable()) t.join();  // also when a wait throws
-            }
-        } restarter{std::thread([&] { restart_rc = std::system(restart); })};
-        std::size_t done = 0;
-        for (auto& h : handles) {
-            auto r = co_await h.wait(60s);  // rides out the outage (see status_hub::wait)
-            done += r.succeeded();
-        }
-        restarter.t.join();
-        CHECK(restart_rc == 0);
-        CHECK(done == tasks);
-        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
-        CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
-        co_await app.shutdown();
-    }, 120s);
+    fault_kit::server_restart_every_task_completes<pg_store>(fresh_namespace(), restart);
 }
 
 TEST_CASE("adapters.postgres: URLs: stem's parameters are taken, the rest go to libpq, passwords are never shown") {

@@ -1,6 +1,7 @@
 // The Redis adapters across processes: a producer and two worker processes sharing one
 // Redis, a worker process killed mid-task, and redis-server restarted in the middle of a run.
 #include "adapters/redis/redis_support.hpp"
+#include "support/fault_kit.hpp"
 
 #include <doctest/doctest.h>
 
@@ -8,7 +9,6 @@
 #include <cstdlib>
 #include <map>
 #include <set>
-#include <thread>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,6 +52,12 @@ pid_t fork_worker(const std::string& ns, std::size_t concurrency) {
     }
     return child;
 }
+
+/// Adapter objects on one namespace, for the fault kit.
+struct redis_store {
+    static stem::redis_broker broker(const std::string& ns) { return stem::redis_broker{broker_opts(ns)}; }
+    static stem::redis_backend backend(const std::string& ns) { return stem::redis_backend{backend_opts(ns)}; }
+};
 
 void stop(pid_t child, int sig) {
     ::kill(child, sig);
@@ -107,72 +113,12 @@ TEST_CASE("adapters.redis: a producer and two worker processes: every task runs 
 }
 
 TEST_CASE("adapters.redis: a worker process killed mid-task: the task runs again after its lease and completes") {
-    auto ns = fresh_namespace();
-    std::string id;
-    stem_test::run([&]() -> awaitable<void> {
-        stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)},
-                      stem::redis_backend{backend_opts(ns)}, stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-        stem_test::num_args long_run{30'000};
-        auto h = co_await app.enqueue<stem_test::slow_in_child>(long_run);
-        id = h.id();
-    });
-    pid_t child = fork_worker<stem_test::slow_in_child>(ns, 1);
-    REQUIRE(child > 0);
-    stem_test::run([&]() -> awaitable<void> {
-        stem::redis_backend results{backend_opts(ns)};
-        std::optional<stem::task_status> st;
-        for (int i = 0; i < 200 && !(st && st->state == stem::task_state::running); ++i) {
-            co_await stem_test::elapse(50ms);
-            st = co_await results.get(id);
-        }
-        REQUIRE(st);
-        REQUIRE(st->state == stem::task_state::running);
-        stop(child, SIGKILL);
-
-        stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)}, results,
-                      stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-        auto started = std::chrono::steady_clock::now();
-        app.start();
-        auto done = co_await results.wait(id, 10s);
-        REQUIRE(done);
-        CHECK(done->state == stem::task_state::succeeded);
-        CHECK(done->result == std::to_string(::getpid()));
-        CHECK(std::chrono::steady_clock::now() - started < 5s);
-        co_await app.shutdown();
-    }, 30s);
+    fault_kit::killed_worker_task_runs_again<redis_store>(fresh_namespace());
 }
 
 // Skipped by default (ctest runs it alone, with --no-skip: see tests/CMakeLists.txt).
 TEST_CASE("adapters.redis: the server restarts in the middle of a run: every task completes" * doctest::skip()) {
     const char* restart = std::getenv("STEM_TEST_REDIS_RESTART");
     REQUIRE_MESSAGE(restart, "STEM_TEST_REDIS_RESTART is not set: run scripts/test");
-    auto ns = fresh_namespace();
-    constexpr int tasks = 200;
-    stem_test::run([&]() -> awaitable<void> {
-        stem::app app{co_await boost::asio::this_coro::executor, stem::redis_broker{broker_opts(ns)},
-                      stem::redis_backend{backend_opts(ns)}, stem::tasks{stem_test::sleepy{}}, stem_test::app_options(4)};
-        std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
-        auto handles = co_await app.enqueue_batch<stem_test::sleepy>(batch);
-        app.start();
-        co_await stem_test::elapse(300ms);
-        // Restart on another thread: the worker keeps running into the outage.
-        int restart_rc = -1;
-        struct joined {
-            std::thread t;
-            ~joined() {
-                if (t.joinable()) t.join();  // also when a wait throws
-            }
-        } restarter{std::thread([&] { restart_rc = std::system(restart); })};
-        std::size_t done = 0;
-        for (auto& h : handles) {
-            auto r = co_await h.wait(60s);
-            done += r.succeeded();
-        }
-        restarter.t.join();
-        CHECK(restart_rc == 0);
-        CHECK(done == tasks);
-        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
-        CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
-        co_await app.shutdown();
-    }, 120s);
+    fault_kit::server_restart_every_task_completes<redis_store>(fresh_namespace(), restart);
 }

@@ -2,6 +2,7 @@
 // going; a worker process killed mid-task loses nothing (the task runs again after its
 // lease and completes); bad URLs are refused with a clear error.
 #include "support/async.hpp"
+#include "support/fault_kit.hpp"
 #include "support/runtime.hpp"
 #include "support/temp_dir.hpp"
 
@@ -9,10 +10,8 @@
 
 #include <doctest/doctest.h>
 
-#include <csignal>
 
 #include <SQLiteCpp/Database.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -39,6 +38,11 @@ stem::sqlite_backend_options backend_opts(std::string path) {
     o.poll_interval = 10ms;
     return o;
 }
+/// Adapter objects on two files with prefix `p`, for the fault kit.
+struct sqlite_store {
+    static stem::sqlite_broker broker(const std::string& p) { return stem::sqlite_broker{broker_opts(p + ".broker")}; }
+    static stem::sqlite_backend backend(const std::string& p) { return stem::sqlite_backend{backend_opts(p + ".backend")}; }
+};
 
 }  // namespace
 
@@ -76,60 +80,7 @@ TEST_CASE("adapters.sqlite: a corrupt row is dead-lettered with the reason and t
 }
 
 TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs again after its lease and completes") {
-    auto bpath = stem_test::scratch_file("broker"), rpath = stem_test::scratch_file("backend");
-    std::string id;
-    // Enqueue, then let go of the files before forking (the child opens its own connection).
-    stem_test::run([&]() -> awaitable<void> {
-        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)},
-                      stem::sqlite_backend{backend_opts(rpath)}, stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-        stem_test::num_args long_run{30'000};
-        auto h = co_await app.enqueue<stem_test::slow_in_child>(long_run);
-        id = h.id();
-    });
-
-    pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {  // the worker process that will be killed
-        try {
-            boost::asio::io_context io;
-            stem::app app{io, stem::sqlite_broker{broker_opts(bpath)}, stem::sqlite_backend{backend_opts(rpath)},
-                          stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-            app.start();
-            io.run();
-        } catch (...) {
-        }
-        ::_exit(0);
-    }
-
-    stem_test::run([&]() -> awaitable<void> {
-        stem::sqlite_backend results{backend_opts(rpath)};
-        // Wait until the child runs the task, then kill it without warning.
-        std::optional<stem::task_status> st;
-        for (int i = 0; i < 200 && !(st && st->state == stem::task_state::running); ++i) {
-            co_await stem_test::elapse(50ms);
-            st = co_await results.get(id);
-        }
-        REQUIRE(st);
-        REQUIRE(st->state == stem::task_state::running);
-        ::kill(child, SIGKILL);
-        int status = 0;
-        ::waitpid(child, &status, 0);
-        CHECK(WIFSIGNALED(status));
-
-        // A new worker: the task is leased to the dead one until its lease (≤ 1 s) runs out.
-        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)}, results,
-                      stem::tasks{stem_test::slow_in_child{}}, stem_test::app_options(1)};
-        auto started = std::chrono::steady_clock::now();
-        app.start();
-        auto done = co_await results.wait(id, 10s);
-        REQUIRE(done);
-        CHECK(done->state == stem::task_state::succeeded);
-        CHECK(done->result == std::to_string(::getpid()));
-        CHECK(std::chrono::steady_clock::now() - started < 5s);
-        auto stats = co_await stem_test::settled_stats(app.get_broker(), "default"s);
-        CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
-        co_await app.shutdown();
-    }, 30s);
+    fault_kit::killed_worker_task_runs_again<sqlite_store>(stem_test::scratch_file("killed"));
 }
 
 TEST_CASE("adapters.url: bad URLs are refused with an error that names the problem") {
