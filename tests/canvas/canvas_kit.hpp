@@ -307,7 +307,9 @@ pid_t fork_worker(const std::string& s) {
             stem::app app{io, F::broker(s), F::backend(s), all_tasks(), opts};
             app.start();
             io.run();
-        } catch (...) {
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "canvas kit: worker process {} stopped: {}\n", ::getpid(), e.what());
+            ::_exit(1);
         }
         ::_exit(0);
     }
