@@ -21,11 +21,17 @@
 
 namespace stem::detail {
 
+/// How a job's transaction must commit. `lazy`: the commit may be reported before it is on
+/// disk, as losing it in a crash of the database server is harmless (the work is redone or
+/// superseded: a claim, an ack, a `running` status). A session may then skip the flush.
+enum class commit_mode { durable, lazy };
+
 /// One unit of work for a session's connection `Conn`.
 template <class Conn>
 struct pool_job {
     virtual ~pool_job() = default;
     bool savepoint = true;  ///< false: the job's statements need not be undone together
+    commit_mode commit = commit_mode::durable;
     /// Runs the job; false when it threw (its failure is kept for the caller).
     virtual bool execute(Conn& c) noexcept = 0;
     /// Marks the job failed (e.g. its transaction did not commit).
@@ -82,15 +88,15 @@ public:
     /// own) and returns its result once the transaction has committed. An exception from
     /// `f`, or a failed commit, is rethrown to the caller.
     template <class F>
-    auto run(F f) {
-        return submit_job<true>(std::move(f));
+    auto run(F f, commit_mode m = commit_mode::durable) {
+        return submit_job<true>(std::move(f), m);
     }
 
     /// As `run`, for a job whose statements need not be undone together (typically one
     /// statement, which the database undoes by itself when it fails): no savepoint.
     template <class F>
-    auto run_single(F f) {
-        return submit_job<false>(std::move(f));
+    auto run_single(F f, commit_mode m = commit_mode::durable) {
+        return submit_job<false>(std::move(f), m);
     }
 
     /// Runs `item` through `Merge(connection&, const std::vector<const Item*>&) -> std::vector<R>`,
@@ -98,11 +104,13 @@ public:
     /// runs one statement for all of them; the others run each item alone). Returns this
     /// item's R.
     template <auto Merge, class Item>
-    auto run_merged(Item item) {
+    auto run_merged(Item item, commit_mode m = commit_mode::durable) {
         using R = typename std::invoke_result_t<decltype(Merge), connection&, const std::vector<const Item*>&>::value_type;
         return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
-            [this](auto handler, Item it) {
-                enqueue(std::make_unique<merged_job<Merge, Item, decltype(handler), R>>(std::move(it), std::move(handler)));
+            [this, m](auto handler, Item it) {
+                auto j = std::make_unique<merged_job<Merge, Item, decltype(handler), R>>(std::move(it), std::move(handler));
+                j->commit = m;
+                enqueue(std::move(j));
             },
             boost::asio::use_awaitable, std::move(item));
     }
@@ -217,13 +225,14 @@ private:
     };
 
     template <bool Savepoint, class F>
-    auto submit_job(F f) {
+    auto submit_job(F f, commit_mode m) {
         using R = std::invoke_result_t<F&, connection&>;
         using signature = typename completion<R>::type;
         return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, signature>(
-            [this](auto handler, F fn) {
+            [this, m](auto handler, F fn) {
                 auto j = std::make_unique<job_impl<F, decltype(handler), R>>(std::move(fn), std::move(handler));
                 j->savepoint = Savepoint;
+                j->commit = m;
                 enqueue(std::move(j));
             },
             boost::asio::use_awaitable, std::move(f));

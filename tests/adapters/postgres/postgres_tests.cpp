@@ -1,6 +1,7 @@
 // The PostgreSQL adapters against the private server that scripts/test starts
 // (STEM_TEST_POSTGRES_URL): the contract kits, directly and from a URL, a corrupt row,
-// a worker process killed mid-task, and a server restart in the middle of a run.
+// a worker process killed mid-task, a server restart in the middle of a run, and
+// lazy commits.
 #include "contracts/backend_kit.hpp"
 #include "contracts/broker_kit.hpp"
 #include "support/async.hpp"
@@ -111,6 +112,48 @@ TEST_CASE("adapters.postgres: a waiting consumer takes a delayed task when it fa
         CHECK(waited < 5s);
         CHECK(co_await b.ack(again[0]));
     }, 60s);
+}
+
+TEST_CASE("adapters.postgres: a lazy transaction skips the WAL flush; a batch with any durable job keeps the server's setting") {
+    namespace pg = stem::detail::postgres;
+    using stem::detail::commit_mode;
+    // The session default is `local`, so that it differs from both `on` and `off`.
+    pg::database_options o;
+    o.conninfo = pg_url() + "?options=-c%20synchronous_commit%3Dlocal";
+    o.display = "test";
+    o.pool_size = 1;  // one connection: jobs waiting behind a slow one share its next transaction
+    pg::database db(o);
+    auto setting = [](pg::connection& c) { return c.exec_raw("SHOW synchronous_commit")[0][0].as<std::string>(); };
+    auto table = "lazy_" + fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        CHECK(co_await db.run(setting) == "local");
+        CHECK(co_await db.run(setting, commit_mode::lazy) == "off");
+        // A lazy write is a real commit: a later transaction sees it.
+        co_await db.run([&](pg::connection& c) { c.exec_raw("CREATE TABLE " + table + "(n INT)"); });
+        co_await db.run([&](pg::connection& c) { c.exec_raw("INSERT INTO " + table + " VALUES (1)"); }, commit_mode::lazy);
+        CHECK(co_await db.run([&](pg::connection& c) {
+            return c.exec_raw("SELECT count(*) FROM " + table)[0][0].as<int>();
+        }) == 1);
+        // A lazy and a durable job queued behind a slow one run in one transaction: durable.
+        auto ex = co_await boost::asio::this_coro::executor;
+        std::string lazy_saw, durable_saw;
+        int finished = 0;
+        boost::asio::co_spawn(ex, db.run([](pg::connection& c) { c.exec_raw("SELECT pg_sleep(0.2)"); }),
+                              [&](std::exception_ptr) { ++finished; });
+        co_await stem_test::elapse(50ms);
+        boost::asio::co_spawn(ex, db.run(setting, commit_mode::lazy), [&](std::exception_ptr, std::string v) {
+            lazy_saw = v;
+            ++finished;
+        });
+        boost::asio::co_spawn(ex, db.run(setting), [&](std::exception_ptr, std::string v) {
+            durable_saw = v;
+            ++finished;
+        });
+        while (finished < 3) co_await stem_test::elapse(10ms);
+        CHECK(lazy_saw == "local");
+        CHECK(durable_saw == "local");
+        co_await db.run([&](pg::connection& c) { c.exec_raw("DROP TABLE " + table); });
+    });
 }
 
 TEST_CASE("adapters.postgres: a corrupt row is dead-lettered with the reason and the worker keeps going") {

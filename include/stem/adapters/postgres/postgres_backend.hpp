@@ -54,8 +54,10 @@ public:
         std::string text = boost::json::serialize(to_json(st));
         status_row row{s.get(), st.id, std::string(to_string(st.state)), st.name, to_unix_micros(st.updated_at),
                        to_unix_micros(now + ttl.value_or(s->opts.default_ttl)), std::move(text), to_unix_micros(now)};
-        // Status writes waiting for the same connection become one upsert.
-        co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row));
+        // Status writes waiting for the same connection become one upsert. A `running`
+        // status lost in a server crash is harmless, so its commit need not wait for disk.
+        auto mode = st.state == task_state::running ? detail::commit_mode::lazy : detail::commit_mode::durable;
+        co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row), mode);
         s->hub->published(st);
     }
 
@@ -162,7 +164,7 @@ public:
         auto expires = to_unix_micros(clock::now() + ttl);
         co_await s->db.run([s = s.get(), &hb, &text, expires](detail::postgres::connection& c) {
             c.exec(s->sql.heartbeat_set, hb.worker_id, expires, text);
-        });
+        }, detail::commit_mode::lazy);  // the next heartbeat replaces a lost one
     }
 
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {

@@ -131,7 +131,7 @@ public:
                     }
                 }
                 return got;
-            });
+            }, detail::commit_mode::lazy);  // a claim lost in a server crash: the task is claimed again
             auto left = deadline - std::chrono::steady_clock::now();
             if (!out.empty() || left <= decltype(left)::zero()) co_return out;
             auto until = std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval);
@@ -144,8 +144,9 @@ public:
         if (d.broadcast) co_return true;
         auto s = s_;
         lease_ref ref{s.get(), std::int64_t(d.tag), std::int64_t(d.token)};
-        // Acks waiting for the same connection become one DELETE.
-        co_return co_await s->db.template run_merged<&postgres_broker::ack_many>(ref);
+        // Acks waiting for the same connection become one DELETE. An ack lost in a server
+        // crash delivers the task again (at least once), so its commit need not wait for disk.
+        co_return co_await s->db.template run_merged<&postgres_broker::ack_many>(ref, detail::commit_mode::lazy);
     }
 
     awaitable<bool> nack(const delivery& d, bool requeue) {
@@ -153,7 +154,7 @@ public:
         auto s = s_;
         if (!requeue) {
             lease_ref ref{s.get(), std::int64_t(d.tag), std::int64_t(d.token)};
-            co_return co_await s->db.template run_merged<&postgres_broker::ack_many>(ref);
+            co_return co_await s->db.template run_merged<&postgres_broker::ack_many>(ref, detail::commit_mode::lazy);
         }
         std::int64_t seq = std::int64_t(d.tag), token = std::int64_t(d.token);
         auto now = to_unix_micros(clock::now());
@@ -173,7 +174,7 @@ public:
         auto until = to_unix_micros(clock::now() + by);
         co_return co_await s->db.run([s = s.get(), seq, token, until](detail::postgres::connection& c) {
             return c.exec(s->sql.extend, until, seq, token).affected_rows() == 1;
-        });
+        }, detail::commit_mode::lazy);
     }
 
     /// Updates the row in place (new envelope, attempt and visibility); no dead letter.

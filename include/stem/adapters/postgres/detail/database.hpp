@@ -6,6 +6,7 @@
 #include <stem/core/error.hpp>
 #include <stem/detail/job_pool.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -122,6 +123,10 @@ private:
         try {
             if (!c_ || !c_->is_open()) open();
             conn_->begin();
+            // Nothing here needs its commit on disk before it is reported: skip the WAL
+            // flush (the server's own setting applies to every other transaction).
+            if (std::all_of(jobs.begin(), jobs.end(), [](auto& j) { return j->commit == commit_mode::lazy; }))
+                conn_->exec_raw("SET LOCAL synchronous_commit TO off");
             // Jobs that can merge (acks, status writes) run as one statement per kind.
             std::vector<bool> done(jobs.size());
             std::vector<pool_job<connection>*> group;
@@ -227,12 +232,12 @@ public:
     const database_options& options() const noexcept { return opts_; }
 
     template <class F>
-    auto run(F f) {
-        return pool_.run(std::move(f));
+    auto run(F f, commit_mode m = commit_mode::durable) {
+        return pool_.run(std::move(f), m);
     }
     template <auto Merge, class Item>
-    auto run_merged(Item item) {
-        return pool_.template run_merged<Merge>(std::move(item));
+    auto run_merged(Item item, commit_mode m = commit_mode::durable) {
+        return pool_.template run_merged<Merge>(std::move(item), m);
     }
     template <class F>
     void run_now(F f) {
