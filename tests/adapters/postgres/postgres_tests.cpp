@@ -114,7 +114,7 @@ TEST_CASE("adapters.postgres: a waiting consumer takes a delayed task when it fa
     }, 60s);
 }
 
-TEST_CASE("adapters.postgres: a lazy transaction skips the WAL flush; a batch with any durable job keeps the server's setting") {
+TEST_CASE("adapters.postgres: a lazy transaction skips the WAL flush, a batch with any durable job keeps the server's setting") {
     namespace pg = stem::detail::postgres;
     using stem::detail::commit_mode;
     // The session default is `local`, so that it differs from both `on` and `off`.
