@@ -95,8 +95,8 @@ public:
     /// As `run`, for a job whose statements need not be undone together (typically one
     /// statement, which the database undoes by itself when it fails): no savepoint.
     template <class F>
-    auto run_single(F f, commit_mode m = commit_mode::durable) {
-        return submit_job<false>(std::move(f), m);
+    auto run_single(F f) {
+        return submit_job<false>(std::move(f), commit_mode::durable);
     }
 
     /// Runs `item` through `Merge(connection&, const std::vector<const Item*>&) -> std::vector<R>`,
