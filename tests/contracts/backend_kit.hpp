@@ -259,6 +259,35 @@ void binary_result_survives() {
     });
 }
 
+/// A backend that claims ordered writes applies a task's writes in the order they began,
+/// even when the first is not awaited before the second starts (the worker's `running`
+/// record). One that does not claim it is not asked to.
+template <class F>
+void ordered_writes_keep_their_order() {
+    stem_test::run([]() -> awaitable<void> {
+        auto r = F::make();
+        if (!r.capabilities().ordered_writes) co_return;
+        auto ex = co_await boost::asio::this_coro::executor;
+        std::vector<std::string> ids;
+        auto pending = std::make_shared<std::atomic<int>>(0);
+        for (int i = 0; i < 200; ++i) {
+            auto id = stem::make_task_id();
+            ids.push_back(id);
+            ++*pending;
+            boost::asio::co_spawn(ex, r.set(make_status(id, stem::task_state::running), std::nullopt),
+                                  [pending](std::exception_ptr) { --*pending; });
+            co_await r.set(make_status(id, stem::task_state::succeeded), std::nullopt);
+        }
+        while (*pending > 0) co_await elapse(5ms);
+        int out_of_order = 0;
+        for (auto& id : ids) {
+            auto got = co_await r.get(id);
+            if (!got || got->state != stem::task_state::succeeded) ++out_of_order;
+        }
+        CHECK(out_of_order == 0);
+    });
+}
+
 }  // namespace backend_kit
 
 /// Registers every result-backend contract case for fixture F under `label`.
@@ -271,4 +300,5 @@ void binary_result_survives() {
     TEST_CASE("contract.backend[" label "]: group count exact and chord claimed once under concurrency") { backend_kit::group_count_exact_under_concurrency<F>(); } \
     TEST_CASE("contract.backend[" label "]: heartbeats replace, list and expire") { backend_kit::heartbeats_replace_list_expire<F>(); } \
     TEST_CASE("contract.backend[" label "]: list and count by state") { backend_kit::list_and_count_by_state<F>(); } \
-    TEST_CASE("contract.backend[" label "]: binary results survive") { backend_kit::binary_result_survives<F>(); }
+    TEST_CASE("contract.backend[" label "]: binary results survive") { backend_kit::binary_result_survives<F>(); } \
+    TEST_CASE("contract.backend[" label "]: ordered writes keep their order") { backend_kit::ordered_writes_keep_their_order<F>(); }

@@ -621,3 +621,85 @@ TEST_CASE("runtime.app: an io_context run by several threads") {
     for (auto& t : threads) t.join();
     CHECK(ok == producers * per_producer);
 }
+
+namespace {
+
+/// A memory backend that presents itself as out of process (so the worker starts its
+/// `running` writes without waiting), with the ordering promise of `Ordered`, and whose first
+/// `running` write of a task lands only after `DelayMs`. Without the promise the worker must
+/// wait for that write before the task's later writes, or the late `running` would replace them.
+template <bool Ordered, int DelayMs>
+struct remote_like_backend {
+    using opt_ms = std::optional<std::chrono::milliseconds>;
+    stem::memory_backend inner;
+    awaitable<void> set(stem::task_status st, opt_ms ttl) {
+        if (DelayMs > 0 && st.state == stem::task_state::running && st.progress == 0) co_await elapse(std::chrono::milliseconds(DelayMs));
+        co_await inner.set(std::move(st), ttl);
+    }
+    awaitable<std::optional<stem::task_status>> get(std::string id) { return inner.get(std::move(id)); }
+    awaitable<std::optional<stem::task_status>> wait(std::string id, std::chrono::milliseconds t) { return inner.wait(std::move(id), t); }
+    awaitable<stem::status_watch> watch(std::string id) { return inner.watch(std::move(id)); }
+    awaitable<std::vector<stem::task_status>> list(stem::status_filter f) { return inner.list(std::move(f)); }
+    awaitable<std::uint64_t> count(std::optional<stem::task_state> s) { return inner.count(s); }
+    awaitable<void> init_group(stem::group_descriptor g, opt_ms t) { return inner.init_group(std::move(g), t); }
+    awaitable<std::size_t> add_group_result(std::string g, stem::task_status s) { return inner.add_group_result(std::move(g), std::move(s)); }
+    awaitable<std::optional<stem::group_record>> get_group(std::string g) { return inner.get_group(std::move(g)); }
+    awaitable<bool> claim_chord(std::string g) { return inner.claim_chord(std::move(g)); }
+    awaitable<void> set_heartbeat(stem::worker_heartbeat hb, std::chrono::milliseconds t) { return inner.set_heartbeat(std::move(hb), t); }
+    awaitable<std::vector<stem::worker_heartbeat>> list_heartbeats() { return inner.list_heartbeats(); }
+    stem::backend_capabilities capabilities() const noexcept { return {.ordered_writes = Ordered, .in_process = false}; }
+};
+
+/// Reports what the backend holds for its own id when it starts, then records progress.
+struct looks_at_itself : stem::task_definition<num_args, std::string> {
+    static constexpr std::string_view name = "test.looks_at_itself";
+    stem::memory_backend backend;
+    awaitable<std::string> operator()(stem::task_context& ctx, num_args) {
+        auto st = co_await backend.get(ctx.id());
+        co_await ctx.progress(40);
+        co_return st ? std::string(stem::to_string(st->state)) : "none";
+    }
+};
+
+/// A started app whose tasks look at `backend`'s store.
+template <class Backend>
+auto looking_app(asio::io_context& io, Backend& backend) {
+    auto app = std::make_unique<stem::app<stem::memory_broker, Backend, stem::tasks<looks_at_itself>>>(
+        io, stem::memory_broker{}, backend, stem::tasks<looks_at_itself>{looks_at_itself{{}, backend.inner}}, test_options());
+    app->start();
+    return app;
+}
+
+}  // namespace
+
+TEST_CASE("runtime.worker: the running record starts before the handler and never replaces a later write") {
+    SUBCASE("in-order backend: the write starts at once, and the handler sees its own `running` status") {
+        asio::io_context io;
+        remote_like_backend<true, 0> backend;
+        auto app = looking_app(io, backend);
+        stem_test::run(io, [&]() -> awaitable<void> {
+            auto h = co_await app->enqueue<looks_at_itself>(num_args{1});
+            auto r = co_await h.wait(5s);
+            REQUIRE(r.succeeded());
+            CHECK(*r.value == "running");
+            co_await app->shutdown();
+        });
+    }
+    SUBCASE("a backend without the ordering promise: later writes wait for the slow `running` write") {
+        asio::io_context io;
+        remote_like_backend<false, 40> backend;
+        auto app = looking_app(io, backend);
+        stem_test::run(io, [&]() -> awaitable<void> {
+            std::vector<stem::task_handle<std::string>> hs;
+            for (int i = 0; i < 8; ++i) hs.push_back(co_await app->enqueue<looks_at_itself>(num_args{i}));
+            for (auto& h : hs) REQUIRE((co_await h.wait(5s)).succeeded());
+            co_await elapse(80ms);  // a `running` write that had not waited would land by now
+            for (auto& h : hs) {
+                auto st = co_await backend.get(h.id());
+                REQUIRE(st);
+                CHECK(st->state == stem::task_state::succeeded);
+            }
+            co_await app->shutdown();
+        });
+    }
+}

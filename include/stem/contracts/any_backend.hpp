@@ -29,6 +29,7 @@ public:
     awaitable<bool> claim_chord(std::string g) { return p_->claim_chord(std::move(g)); }
     awaitable<void> set_heartbeat(worker_heartbeat hb, std::chrono::milliseconds ttl) { return p_->set_heartbeat(std::move(hb), ttl); }
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() { return p_->list_heartbeats(); }
+    backend_capabilities capabilities() const { return p_->capabilities(); }
 
     /// The held backend if it is an R, else nullptr.
     template <result_backend R>
@@ -52,6 +53,7 @@ private:
         virtual awaitable<bool> claim_chord(std::string) = 0;
         virtual awaitable<void> set_heartbeat(worker_heartbeat, std::chrono::milliseconds) = 0;
         virtual awaitable<std::vector<worker_heartbeat>> list_heartbeats() = 0;
+        virtual backend_capabilities capabilities() const = 0;
     };
     template <class R>
     struct model final : concept_t {
@@ -68,6 +70,7 @@ private:
         awaitable<bool> claim_chord(std::string g) override { return r.claim_chord(std::move(g)); }
         awaitable<void> set_heartbeat(worker_heartbeat hb, std::chrono::milliseconds t) override { return r.set_heartbeat(std::move(hb), t); }
         awaitable<std::vector<worker_heartbeat>> list_heartbeats() override { return r.list_heartbeats(); }
+        backend_capabilities capabilities() const override { return r.capabilities(); }
         R r;
     };
     std::shared_ptr<concept_t> p_;

@@ -116,6 +116,16 @@ private:
     std::shared_ptr<detail::watch_source> src_;
 };
 
+/// What a result backend guarantees beyond the contract; the runtime adapts where one is missing.
+struct backend_capabilities {
+    /// `set` calls for one task id are applied in the order they began, so a caller may
+    /// start a write and the next one without waiting for the first to finish.
+    bool ordered_writes = false;
+    /// The store is in this process and `set` finishes without waiting on I/O: a caller
+    /// gains nothing by overlapping a write with other work.
+    bool in_process = false;
+};
+
 /// The result-backend contract. Every awaitable honours Asio cancellation.
 ///
 /// * `set` replaces a task's whole status (so a success after a failure carries no error);
@@ -141,6 +151,7 @@ concept result_backend = requires(R& r, task_status st, std::string s, std::opti
     { r.claim_chord(s) } -> std::same_as<awaitable<bool>>;
     { r.set_heartbeat(std::move(hb), ms) } -> std::same_as<awaitable<void>>;
     { r.list_heartbeats() } -> std::same_as<awaitable<std::vector<worker_heartbeat>>>;
+    { r.capabilities() } -> std::same_as<backend_capabilities>;
 };
 
 }  // namespace stem

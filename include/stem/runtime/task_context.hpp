@@ -6,6 +6,7 @@
 #include <stem/core/codec.hpp>
 #include <stem/core/task_definition.hpp>
 #include <stem/detail/build_envelope.hpp>
+#include <stem/detail/waiter.hpp>
 #include <stem/runtime/task_handle.hpp>
 
 #include <atomic>
@@ -56,6 +57,9 @@ struct run_flags {
     std::atomic<bool> soft_limit{false};
     std::atomic<bool> hard_limit{false};
     std::atomic<bool> cancel{false};
+    /// The task's `running` record while it may still be in flight, where the backend could
+    /// apply a later write of the task first (see worker::start_running_write). Worker's executor only.
+    std::shared_ptr<waiter> started_write;
 };
 
 /// What the worker lends a running task.
@@ -63,7 +67,7 @@ struct task_services {
     virtual ~task_services() = default;
     virtual awaitable<void> publish(envelope e) = 0;
     virtual awaitable<bool> extend_lease(const delivery& d, std::chrono::milliseconds by) = 0;
-    virtual awaitable<void> record(task_status st) = 0;
+    virtual awaitable<void> record(task_status st, run_flags& flags) = 0;
     virtual std::chrono::milliseconds lease_length(const envelope& e) const = 0;
     virtual const std::shared_ptr<result_source>& results() const = 0;
     virtual const payload_encoder_registry& encoders() const = 0;
@@ -130,7 +134,7 @@ private:
         st.group_id = d_.env.group_id;
         st.created_at = d_.env.enqueued_at;
         st.updated_at = clock::now();
-        co_await on_worker(svc_.record(std::move(st)));
+        co_await on_worker(svc_.record(std::move(st), *flags_));
     }
 
 public:

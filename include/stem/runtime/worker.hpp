@@ -66,7 +66,7 @@ struct worker_options {
     std::chrono::milliseconds default_visibility_timeout{30'000};
     std::chrono::milliseconds heartbeat_interval{10'000};
     std::optional<std::chrono::milliseconds> result_ttl{};  ///< nullopt: the backend's default
-    bool track_started = true;                          ///< record `running` before the handler
+    bool track_started = true;                          ///< record `running` as the handler starts
     bool install_signal_handlers = true;                ///< SIGTERM→warm, SIGINT→soft, SIGQUIT→hard
     std::chrono::milliseconds soft_shutdown_timeout{30'000};
     any_retry_strategy retry_strategy = exponential_jitter_retry{};
@@ -173,6 +173,7 @@ public:
         running_ = true;
         stopping_ = false;
         exec_ = co_await boost::asio::this_coro::executor;
+        caps_ = backend_.capabilities();
         room_ = std::make_shared<detail::waiter>();
         idle_ = std::make_shared<detail::waiter>();
         slots_ = std::vector<boost::asio::cancellation_signal>(opts_.concurrency);
@@ -393,7 +394,8 @@ private:
         if (opts_.track_started) {
             auto st = make_status(env, task_state::running, started);
             st.started_at = started;
-            co_await backend_.set(std::move(st), opts_.result_ttl);
+            if (caps_.in_process) co_await backend_.set(std::move(st), opts_.result_ttl);
+            else start_running_write(std::move(st), flags);
         }
         bool on_pool = entry->options.execution == execution_mode::pool && pool_;
         task_context ctx(d, *this, flags, on_pool);
@@ -430,6 +432,7 @@ private:
             } catch (const std::exception& e) {
                 encode_error = e.what();
             }
+            co_await settle(flags);
             if (!encode_error.empty()) {
                 task_error err{"encode_failed", encode_error, {}, false};
                 co_await fail(d, &ctx, std::move(err), "encode-error", &started, early_ack);
@@ -498,6 +501,7 @@ private:
 
     awaitable<void> handle_failure(delivery& d, task_context& ctx, std::exception_ptr failure, detail::run_flags& flags,
                                    time_point started, bool early_ack) {
+        co_await settle(flags);
         auto& env = d.env;
         task_error err;
         bool retryable = true;
@@ -624,6 +628,33 @@ private:
                                   acked ? "; it is lost unless the producer retries" : "; it returns after its lease"));
     }
 
+    /// Records `running` without waiting for it, so that the write overlaps the handler
+    /// (backends whose store is out of process; an in-process write is simply awaited).
+    /// Where the backend applies one task's writes in order, the task's later writes simply
+    /// follow it; elsewhere each later write first waits for it (settle), so that a late
+    /// `running` never replaces a final status. A failed `running` write is logged; the task goes on.
+    void start_running_write(task_status st, detail::run_flags& flags) {
+        std::shared_ptr<detail::waiter> done;
+        if (!caps_.ordered_writes) flags.started_write = done = std::make_shared<detail::waiter>();
+        spawn_child(record_running(std::move(st), std::move(done)));
+    }
+
+    awaitable<void> record_running(task_status st, std::shared_ptr<detail::waiter> done) {
+        std::string id = st.id, failure;
+        try {
+            co_await backend_.set(std::move(st), opts_.result_ttl);
+        } catch (const std::exception& e) {
+            failure = e.what();
+        }
+        if (done) done->notify();
+        if (!failure.empty()) log_error(fmt::format("task {}: recording `running` failed: {}", id, failure));
+    }
+
+    /// Waits until the task's `running` record, if still in flight, has been applied.
+    static awaitable<void> settle(detail::run_flags& flags) {
+        if (auto w = std::move(flags.started_write)) co_await w->wait_until(std::chrono::steady_clock::time_point::max());
+    }
+
     /// A status for `env` stamped `at` (default: now).
     task_status make_status(const envelope& env, task_state s, time_point at = {}) const {
         task_status st;
@@ -703,7 +734,10 @@ private:
     awaitable<bool> extend_lease(const delivery& d, std::chrono::milliseconds by) override {
         return broker_.extend_lease(d, by);
     }
-    awaitable<void> record(task_status st) override { return backend_.set(std::move(st), opts_.result_ttl); }
+    awaitable<void> record(task_status st, detail::run_flags& flags) override {
+        co_await settle(flags);
+        co_await backend_.set(std::move(st), opts_.result_ttl);
+    }
     std::chrono::milliseconds lease_length(const envelope& e) const override {
         return e.visibility_timeout.value_or(opts_.default_visibility_timeout);
     }
@@ -724,6 +758,7 @@ private:
     worker_info info_;
     subscription sub_;
     boost::asio::any_io_executor exec_;
+    backend_capabilities caps_;
     time_point started_at_{};
 
     detail::chunked_deque<delivery> buffer_;

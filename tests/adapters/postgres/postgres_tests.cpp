@@ -1,7 +1,7 @@
 // The PostgreSQL adapters against the private server that scripts/test starts
 // (STEM_TEST_POSTGRES_URL): the contract kits, directly and from a URL, a corrupt row,
-// a worker process killed mid-task, a server restart in the middle of a run, and
-// lazy commits.
+// a worker process killed mid-task, a server restart in the middle of a run, lazy
+// commits, and the upsert that keeps a late `running` status from replacing a newer one.
 #include "contracts/backend_kit.hpp"
 #include "contracts/broker_kit.hpp"
 #include "support/async.hpp"
@@ -112,6 +112,37 @@ TEST_CASE("adapters.postgres: a waiting consumer takes a delayed task when it fa
         CHECK(waited < 5s);
         CHECK(co_await b.ack(again[0]));
     }, 60s);
+}
+
+TEST_CASE("adapters.postgres: a `running` status older than the stored one is not written, a newer one is") {
+    stem_test::run([]() -> awaitable<void> {
+        auto r = pg_backend_fixture::make();
+        CHECK(r.capabilities().ordered_writes);
+        auto id = stem::make_task_id();
+        auto done = backend_kit::make_status(id, stem::task_state::succeeded);
+        co_await r.set(done, std::nullopt);
+        auto late = backend_kit::make_status(id, stem::task_state::running);
+        late.updated_at = done.updated_at - 1ms;  // started before the result was written: a late `running`
+        co_await r.set(late, std::nullopt);
+        auto same = late;
+        same.updated_at = done.updated_at;  // no newer than the result either
+        co_await r.set(same, std::nullopt);
+        auto got = co_await r.get(id);
+        REQUIRE(got);
+        CHECK(got->state == stem::task_state::succeeded);
+        auto rerun = backend_kit::make_status(id, stem::task_state::running);
+        rerun.updated_at = done.updated_at + 1ms;  // a later run of the same task (a redelivery)
+        co_await r.set(rerun, std::nullopt);
+        got = co_await r.get(id);
+        REQUIRE(got);
+        CHECK(got->state == stem::task_state::running);
+        auto failed = backend_kit::make_status(id, stem::task_state::failed);
+        failed.updated_at = done.updated_at;  // any other state is written whatever its time
+        co_await r.set(failed, std::nullopt);
+        got = co_await r.get(id);
+        REQUIRE(got);
+        CHECK(got->state == stem::task_state::failed);
+    });
 }
 
 TEST_CASE("adapters.postgres: a lazy transaction skips the WAL flush, a batch with any durable job keeps the server's setting") {

@@ -164,6 +164,9 @@ public:
         co_return;
     }
 
+    /// Writes apply at once, in the order they are made.
+    backend_capabilities capabilities() const noexcept { return {.ordered_writes = true, .in_process = true}; }
+
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
         std::lock_guard lk(s_->mu);
         auto now = clock::now();

@@ -370,11 +370,14 @@ private:
         void take(const subscription& sub, std::size_t max, time_point now, std::vector<delivery>& out) {
             std::vector<queue_state*> qs;
             qs.reserve(sub.queues.size());
+            std::uint64_t ready = 0;
             for (auto& name : sub.queues) {
                 auto& q = queue(name);
                 promote_due(q, now);
                 qs.push_back(&q);
+                ready += q.ready_count;
             }
+            out.reserve(out.size() + std::min<std::uint64_t>(max, ready));  // deliveries are moved once, not on growth
             // Highest priority first across every subscribed queue; within one priority,
             // the queues take turns starting from a rotating position.
             std::size_t start = rotation++;

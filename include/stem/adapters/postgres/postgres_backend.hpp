@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <boost/json/parse.hpp>
@@ -57,8 +58,7 @@ public:
         // Status writes waiting for the same connection become one upsert. A `running`
         // status lost in a server crash is harmless, so its commit need not wait for disk.
         auto mode = st.state == task_state::running ? detail::commit_mode::lazy : detail::commit_mode::durable;
-        co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row), mode);
-        s->hub->published(st);
+        if (co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row), mode)) s->hub->published(st);
     }
 
     awaitable<std::optional<task_status>> get(std::string id) {
@@ -167,6 +167,11 @@ public:
         }, detail::commit_mode::lazy);  // the next heartbeat replaces a lost one
     }
 
+    /// Writes run on several connections, so two writes of one task may commit out of order;
+    /// the upsert keeps them in order all the same, as the one write a caller starts without
+    /// waiting (`running`) never replaces a status at least as new (see set_many).
+    backend_capabilities capabilities() const noexcept { return {.ordered_writes = true}; }
+
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
         auto s = s_;
         auto now = to_unix_micros(clock::now());
@@ -233,7 +238,8 @@ private:
                                    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) "
                                    "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
                                    "name = excluded.name, updated_at = excluded.updated_at, expires_at = excluded.expires_at, "
-                                   "status = excluded.status RETURNING id) SELECT pg_notify($7, id) FROM up", ns)),
+                                   "status = excluded.status WHERE excluded.state <> 'running' OR {0}_results.updated_at < excluded.updated_at "
+                                   "RETURNING id) SELECT id, pg_notify($7, id) FROM up", ns)),
               get(fmt::format("SELECT status FROM {0}_results WHERE id = $1 AND expires_at > $2", ns)),
               list(fmt::format("SELECT status FROM {0}_results WHERE expires_at > $1 AND ($2 = '' OR state = $2) "
                                "AND ($3 = '' OR name = $3) ORDER BY updated_at, id LIMIT $4 OFFSET $5", ns)),
@@ -312,7 +318,10 @@ private:
         std::int64_t now;
     };
 
-    /// Writes many statuses with one upsert (the last write of an id wins) and one NOTIFY per id.
+    /// Writes many statuses with one upsert (the last write of an id wins) and one NOTIFY per
+    /// id written. A `running` status is written only over an older status: it is the record a
+    /// worker starts without waiting, and may reach the server after the task's later writes
+    /// (on another connection). True for each row that was written, or superseded in the batch.
     static std::vector<bool> set_many(detail::postgres::connection& c, const std::vector<const status_row*>& rows) {
         auto* s = rows.front()->s;
         s->cleanup(c, rows.front()->now);
@@ -330,10 +339,15 @@ private:
             updated.push_back(r.updated_at);
             expires.push_back(r.expires_at);
         }
-        c.exec(s->sql.set_many, detail::postgres::text_array(ids), detail::postgres::text_array(states),
-               detail::postgres::text_array(names), detail::postgres::int_array(updated), detail::postgres::int_array(expires),
-               detail::postgres::text_array(texts), s->channel);
-        return std::vector<bool>(rows.size(), true);
+        auto written = c.exec(s->sql.set_many, detail::postgres::text_array(ids), detail::postgres::text_array(states),
+                              detail::postgres::text_array(names), detail::postgres::int_array(updated),
+                              detail::postgres::int_array(expires), detail::postgres::text_array(texts), s->channel);
+        std::unordered_set<std::string> kept;
+        for (auto row : written) kept.insert(row[0].as<std::string>());
+        std::vector<bool> out(rows.size(), true);
+        for (std::size_t i = 0; i < rows.size(); ++i)
+            if (last[rows[i]->id] == i) out[i] = kept.contains(rows[i]->id);
+        return out;
     }
 
     static detail::status_reader reader(const std::shared_ptr<state>& s) {

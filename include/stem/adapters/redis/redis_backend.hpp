@@ -157,6 +157,9 @@ public:
         co_await s->eval(s->heartbeat, std::move(args));
     }
 
+    /// Status writes go through one coalescer, one batch at a time, in order.
+    backend_capabilities capabilities() const noexcept { return {.ordered_writes = true}; }
+
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
         auto s = s_;
         std::vector<std::string> args;

@@ -215,6 +215,9 @@ public:
         });
     }
 
+    /// One connection thread takes the jobs in the order they were queued.
+    backend_capabilities capabilities() const noexcept { return {.ordered_writes = true}; }
+
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
         auto s = s_;
         auto now = to_unix_micros(clock::now());
