@@ -259,9 +259,9 @@ void binary_result_survives() {
     });
 }
 
-/// A backend that claims ordered writes applies a task's writes in the order they began,
-/// even when the first is not awaited before the second starts (the worker's `running`
-/// record). One that does not claim it is not asked to.
+/// A backend that claims ordered writes never lets a `running` write, started and not
+/// awaited (as the worker does), replace the task's next write. One that does not claim
+/// it is not asked to.
 template <class F>
 void ordered_writes_keep_their_order() {
     stem_test::run([]() -> awaitable<void> {
@@ -301,4 +301,4 @@ void ordered_writes_keep_their_order() {
     TEST_CASE("contract.backend[" label "]: heartbeats replace, list and expire") { backend_kit::heartbeats_replace_list_expire<F>(); } \
     TEST_CASE("contract.backend[" label "]: list and count by state") { backend_kit::list_and_count_by_state<F>(); } \
     TEST_CASE("contract.backend[" label "]: binary results survive") { backend_kit::binary_result_survives<F>(); } \
-    TEST_CASE("contract.backend[" label "]: ordered writes keep their order") { backend_kit::ordered_writes_keep_their_order<F>(); }
+    TEST_CASE("contract.backend[" label "]: a running write not awaited never replaces the next write") { backend_kit::ordered_writes_keep_their_order<F>(); }

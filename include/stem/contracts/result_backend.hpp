@@ -118,8 +118,9 @@ private:
 
 /// What a result backend guarantees beyond the contract; the runtime adapts where one is missing.
 struct backend_capabilities {
-    /// `set` calls for one task id are applied in the order they began, so a caller may
-    /// start a write and the next one without waiting for the first to finish.
+    /// A caller may start a task's `running` write and, without waiting for it, the task's
+    /// later writes: the `running` status never replaces them. (The backend applies one task's
+    /// writes in the order they began, or drops a `running` status older than the stored one.)
     bool ordered_writes = false;
     /// The store is in this process and `set` finishes without waiting on I/O: a caller
     /// gains nothing by overlapping a write with other work.

@@ -168,8 +168,7 @@ public:
     }
 
     /// Writes run on several connections, so two writes of one task may commit out of order;
-    /// the upsert keeps them in order all the same, as the one write a caller starts without
-    /// waiting (`running`) never replaces a status at least as new (see set_many).
+    /// but the upsert drops a `running` status that is not newer than the stored one (set_many).
     backend_capabilities capabilities() const noexcept { return {.ordered_writes = true}; }
 
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
