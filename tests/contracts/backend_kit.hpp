@@ -270,13 +270,15 @@ void ordered_writes_keep_their_order() {
         auto ex = co_await boost::asio::this_coro::executor;
         std::vector<std::string> ids;
         auto pending = std::make_shared<std::atomic<int>>(0);
+        // As a worker's slots do: each task's two writes started in turn, none awaited, the
+        // tasks' writes interleaved (so a batching adapter sees both writes of a task at once).
         for (int i = 0; i < 200; ++i) {
             auto id = stem::make_task_id();
             ids.push_back(id);
-            ++*pending;
-            boost::asio::co_spawn(ex, r.set(make_status(id, stem::task_state::running), std::nullopt),
-                                  [pending](std::exception_ptr) { --*pending; });
-            co_await r.set(make_status(id, stem::task_state::succeeded), std::nullopt);
+            for (auto st : {stem::task_state::running, stem::task_state::succeeded}) {
+                ++*pending;
+                boost::asio::co_spawn(ex, r.set(make_status(id, st), std::nullopt), [pending](std::exception_ptr) { --*pending; });
+            }
         }
         while (*pending > 0) co_await elapse(5ms);
         int out_of_order = 0;
@@ -285,6 +287,12 @@ void ordered_writes_keep_their_order() {
             if (!got || got->state != stem::task_state::succeeded) ++out_of_order;
         }
         CHECK(out_of_order == 0);
+        // The listing by state agrees: no task is still indexed as running.
+        CHECK(co_await r.count(stem::task_state::running) == 0);
+        stem::status_filter running{.state = stem::task_state::running, .limit = 500};
+        auto listed = co_await r.list(running);
+        CHECK(listed.empty());
+        CHECK(co_await r.count(stem::task_state::succeeded) == ids.size());
     });
 }
 

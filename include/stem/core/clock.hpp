@@ -34,9 +34,24 @@ inline std::string format_time(time_point t) {
     auto days = floor<std::chrono::days>(us);
     year_month_day ymd{days};
     hh_mm_ss hms{us - days};
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", int(ymd.year()), unsigned(ymd.month()),
-                       unsigned(ymd.day()), hms.hours().count(), hms.minutes().count(), hms.seconds().count(),
-                       hms.subseconds().count());
+    int year = int(ymd.year());
+    if (year < 0 || year > 9999)  // not with libstdc++'s nanosecond clock, but possible elsewhere
+        return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", year, unsigned(ymd.month()), unsigned(ymd.day()),
+                           hms.hours().count(), hms.minutes().count(), hms.seconds().count(), hms.subseconds().count());
+    // Statuses and envelopes carry several stamps each: fixed-width digits written in place
+    // cost a fraction of a run-time format string.
+    std::string out = "0000-00-00T00:00:00.000000Z";
+    auto put = [&out](std::size_t end, std::int64_t v) {
+        for (auto i = end; v > 0; v /= 10) out[--i] = char('0' + v % 10);
+    };
+    put(4, year);
+    put(7, unsigned(ymd.month()));
+    put(10, unsigned(ymd.day()));
+    put(13, hms.hours().count());
+    put(16, hms.minutes().count());
+    put(19, hms.seconds().count());
+    put(26, hms.subseconds().count());
+    return out;
 }
 
 namespace detail {

@@ -228,6 +228,7 @@ private:
         boost::asio::cancellation_signal* cancel;  // the slot's, for inline handlers
         bool abandoned = false;
         bool acked = false;  // acks_late=false: the broker no longer holds it
+        std::size_t index = 0;  // its place in active_
     };
 
     // ------------------------------------------------------------ loops
@@ -383,11 +384,17 @@ private:
         detail::run_flags flags;
         active_task me{&d, &flags, slot_cancel};
         me.acked = early_ack;
+        me.index = active_.size();
         active_.push_back(&me);
-        struct unregister {
+        struct unregister {  // the last task takes its place: no search, no shift
             worker* w;
             active_task* t;
-            ~unregister() { std::erase(w->active_, t); }
+            ~unregister() {
+                auto* last = w->active_.back();
+                last->index = t->index;
+                w->active_[t->index] = last;
+                w->active_.pop_back();
+            }
         } guard{this, &me};
 
         auto started = now;

@@ -13,6 +13,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include <boost/json/array.hpp>
@@ -247,10 +249,20 @@ private:
             co_return co_await cli.eval(s, std::move(keys), std::move(args));
         }
 
+        /// The last write of an id in the batch wins: the ones before it are not sent (one
+        /// `SET` and `PUBLISH` fewer, and the script sees each id once, as its index changes
+        /// need). Typically a task's `running` status, started without waiting, and its result.
         awaitable<std::vector<bool>> write_many(std::vector<write>& ws) {
+            std::vector<bool> send(ws.size(), true);
+            if (ws.size() > 1) {
+                std::unordered_set<std::string_view> later;
+                for (auto i = ws.size(); i-- > 0;) send[i] = later.insert(ws[i].id).second;
+            }
             std::vector<std::string> args;
             args.reserve(ws.size() * 5);
-            for (auto& w : ws) {
+            for (std::size_t i = 0; i < ws.size(); ++i) {
+                if (!send[i]) continue;
+                auto& w = ws[i];
                 args.push_back(std::move(w.id));
                 args.push_back(std::move(w.state));
                 args.push_back(std::move(w.stored));

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include <boost/json/array.hpp>
@@ -49,20 +51,11 @@ public:
         auto now = clock::now();
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
-        std::string text = boost::json::serialize(to_json(st));
-        auto expires = to_unix_micros(now + ttl.value_or(s->opts.default_ttl));
-        auto now_us = to_unix_micros(now);
-        co_await s->db->run_single([s = s.get(), &st, &text, expires, now_us](detail::sqlite::connection& c) {
-            s->cleanup(c, now_us);
-            auto& q = c.query(s->sql.set);
-            q.bind(1, st.id);
-            q.bind(2, std::string(to_string(st.state)));
-            q.bind(3, st.name);
-            q.bind(4, to_unix_micros(st.updated_at));
-            q.bind(5, expires);
-            q.bind(6, text);
-            q.exec();
-        });
+        status_row row{s.get(), st.id, std::string(to_string(st.state)), st.name, to_unix_micros(st.updated_at),
+                       to_unix_micros(now + ttl.value_or(s->opts.default_ttl)), boost::json::serialize(to_json(st)),
+                       to_unix_micros(now)};
+        // Status writes of one transaction run together (see set_many).
+        co_await s->db->run_merged<&sqlite_backend::set_many>(std::move(row));
         s->hub->published(st);
     }
 
@@ -347,6 +340,40 @@ private:
             return q.executeStep();
         }
     };
+
+    struct status_row {
+        state* s;
+        std::string id, state_name, name;
+        std::int64_t updated_at, expires_at;
+        std::string text;
+        std::int64_t now;
+    };
+
+    /// Writes the statuses of one transaction, in order; of several writes of one id only
+    /// the last is run (typically a task's `running` status, started without waiting, and
+    /// its result: one upsert fewer).
+    static std::vector<bool> set_many(detail::sqlite::connection& c, const std::vector<const status_row*>& rows) {
+        auto* s = rows.front()->s;
+        s->cleanup(c, rows.front()->now);
+        std::vector<bool> run(rows.size(), true);
+        if (rows.size() > 1) {
+            std::unordered_set<std::string_view> later;
+            for (auto i = rows.size(); i-- > 0;) run[i] = later.insert(rows[i]->id).second;
+        }
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            if (!run[i]) continue;
+            auto& r = *rows[i];
+            auto& q = c.query(s->sql.set);
+            q.bind(1, r.id);
+            q.bind(2, r.state_name);
+            q.bind(3, r.name);
+            q.bind(4, r.updated_at);
+            q.bind(5, r.expires_at);
+            q.bind(6, r.text);
+            q.exec();
+        }
+        return std::vector<bool>(rows.size(), true);
+    }
 
     static detail::status_reader reader(const std::shared_ptr<state>& s) {
         return [s](const std::string& id) { return s->read(id); };

@@ -23,8 +23,8 @@ local states = {'queued', 'running', 'retried', 'succeeded', 'failed', 'cancelle
 local function prune(st) redis.call('ZREMRANGEBYSCORE', P .. ':idx:' .. st, '-inf', now) end
 )lua";
 
-/// set: (id, state, stored value "<state>\0<name>\0<JSON>", JSON, ttl ms) per status, in
-/// order. One SET … GET both writes a status and returns the previous one, whose state says
+/// set: (id, state, stored value "<state>\0<name>\0<JSON>", JSON, ttl ms) per status, each
+/// id at most once (the index changes below are grouped per state). One SET … GET both writes a status and returns the previous one, whose state says
 /// which index to leave; index changes of the whole batch go in one ZREM / ZADD per state.
 inline constexpr std::string_view set = R"lua(
 local leave, join = {}, {}

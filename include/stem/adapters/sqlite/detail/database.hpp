@@ -63,7 +63,8 @@ struct database_options {
 };
 
 /// The connection of a database and how a batch of jobs runs on it: BEGIN IMMEDIATE,
-/// each job in its own savepoint (so one failing job rolls back alone), COMMIT.
+/// each job (or group of merged jobs) in its own savepoint (so one failing job rolls back
+/// alone), COMMIT.
 class session {
 public:
     using connection = sqlite::connection;
@@ -89,17 +90,30 @@ public:
             for (auto& j : batch) j->fail(ep);
             return;
         }
-        for (auto& j : batch) {
+        // Jobs that can merge (status writes) run as one group, at the place of the first.
+        std::vector<bool> done(batch.size());
+        std::vector<pool_job<connection>*> group;
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            if (done[i]) continue;
+            auto& j = batch[i];
+            group.assign(1, j.get());
+            if (auto key = j->merge_key())
+                for (std::size_t k = i + 1; k < batch.size(); ++k)
+                    if (!done[k] && batch[k]->merge_key() == key) {
+                        group.push_back(batch[k].get());
+                        done[k] = true;
+                    }
             try {
                 if (!j->savepoint) {
-                    j->execute(*conn_);
+                    j->execute_group(*conn_, group);
                     continue;
                 }
                 conn_->exec("SAVEPOINT job");
-                if (!j->execute(*conn_)) conn_->exec("ROLLBACK TO job");
+                if (!j->execute_group(*conn_, group)) conn_->exec("ROLLBACK TO job");
                 conn_->exec("RELEASE job");
             } catch (const std::exception& e) {
-                j->fail(std::make_exception_ptr(error(errc::backend_failure, fmt::format("sqlite '{}': {}", path_, e.what()))));
+                auto ep = std::make_exception_ptr(error(errc::backend_failure, fmt::format("sqlite '{}': {}", path_, e.what())));
+                for (auto* g : group) g->fail(ep);
             }
         }
         try {
@@ -175,6 +189,11 @@ public:
     template <class F>
     auto run_single(F f) {
         return pool_.run_single(std::move(f));
+    }
+    /// See job_pool::run_merged: items of one transaction run through one `Merge` call.
+    template <auto Merge, class Item>
+    auto run_merged(Item item) {
+        return pool_.template run_merged<Merge>(std::move(item));
     }
     /// `f(connection&)` now, on the calling thread, in its own transaction.
     template <class F>
