@@ -142,6 +142,30 @@ TEST_CASE("adapters.redis: an entry that does not decode is dead-lettered with t
     });
 }
 
+TEST_CASE("adapters.redis: a status message is decoded from its payload, the stored form") {
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        stem::redis_backend r{backend_opts(ns)};
+        auto id = stem::make_task_id();
+        auto w = co_await r.watch(id);
+        stem::task_status st;
+        st.id = id;
+        st.name = "kit.task";
+        st.state = stem::task_state::succeeded;
+        st.result = "42";
+        st.created_at = st.updated_at = stem::clock::now();
+        // Published only, no key written: a status seen here came from the message itself.
+        stem::redis::client raw(stem::redis::config::from_url(redis_url()));
+        stem::redis::request q;
+        q.push("PUBLISH", "{" + ns + "}:c:" + id, "succeeded"s + '\0' + st.name + '\0' + boost::json::serialize(stem::to_json(st)));
+        co_await raw.exec(std::move(q));
+        auto got = co_await w.next(2s);
+        REQUIRE(got);
+        CHECK(got->state == stem::task_state::succeeded);
+        CHECK(got->result == "42");
+    });
+}
+
 TEST_CASE("adapters.redis: rediss:// runs the broker and backend over TLS, verifying the server") {
     const char* url = std::getenv("STEM_TEST_REDISS_URL");
     const char* ca = std::getenv("STEM_TEST_REDIS_TLS_CA");

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -49,9 +50,10 @@ public:
         auto now = clock::now();
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
-        state::write w{st.id, std::string(to_string(st.state)), st.name, boost::json::serialize(to_json(st)),
-                       ttl.value_or(s->opts.default_ttl).count()};
-        w.stored = w.state + '\0' + w.name + '\0' + w.json;  // what GET finds (see detail/backend_scripts.hpp)
+        std::string state_name(to_string(st.state));
+        // What GET finds and what is published (see detail/backend_scripts.hpp).
+        auto stored = state_name + '\0' + st.name + '\0' + boost::json::serialize(to_json(st));
+        state::write w{st.id, std::move(state_name), std::move(stored), ttl.value_or(s->opts.default_ttl).count()};
         co_await s->writes->submit(std::move(w));
         s->hub->published(st);
     }
@@ -185,9 +187,8 @@ private:
     struct state : std::enable_shared_from_this<state> {
         /// One status to store.
         struct write {
-            std::string id, state, name, json;
+            std::string id, state, stored;  ///< stored: "<state>\0<name>\0<JSON>"
             std::int64_t ttl_ms = 0;
-            std::string stored{};
         };
 
         /// Keeps a channel subscribed for its lifetime.
@@ -225,7 +226,7 @@ private:
                     auto self = weak.lock();
                     if (!self || !channel.starts_with(channel_prefix)) return;
                     try {
-                        self->hub->published(task_status_from_json(boost::json::parse(payload)));
+                        self->hub->published(task_status_from_json(boost::json::parse(stored_json(payload).value())));
                     } catch (const std::exception&) {
                         self->hub->poke(channel.substr(channel_prefix.size()));  // read it instead
                     }
@@ -259,14 +260,13 @@ private:
                 for (auto i = ws.size(); i-- > 0;) send[i] = later.insert(ws[i].id).second;
             }
             std::vector<std::string> args;
-            args.reserve(ws.size() * 5);
+            args.reserve(ws.size() * 4);
             for (std::size_t i = 0; i < ws.size(); ++i) {
                 if (!send[i]) continue;
                 auto& w = ws[i];
                 args.push_back(std::move(w.id));
                 args.push_back(std::move(w.state));
                 args.push_back(std::move(w.stored));
-                args.push_back(std::move(w.json));
                 args.push_back(std::to_string(w.ttl_ms));
             }
             co_await eval(set_script, std::move(args));
@@ -279,12 +279,17 @@ private:
             auto rs = co_await cli.exec(std::move(req));
             auto& r = redis::checked(*rs.at(0), "get");
             if (redis::is_nil(r)) co_return std::nullopt;
-            // "<state>\0<name>\0<JSON>"
-            auto v = redis::text(r);
+            auto json = stored_json(redis::text(r));
+            if (!json) throw error(errc::backend_failure, fmt::format("redis_backend: status of '{}' is malformed", id));
+            co_return task_status_from_json(boost::json::parse(*json));
+        }
+
+        /// The JSON part of a stored status "<state>\0<name>\0<JSON>".
+        static std::optional<std::string_view> stored_json(std::string_view v) {
             auto first = v.find('\0');
             auto second = first == std::string_view::npos ? first : v.find('\0', first + 1);
-            if (second == std::string_view::npos) throw error(errc::backend_failure, fmt::format("redis_backend: status of '{}' is malformed", id));
-            co_return task_status_from_json(boost::json::parse(v.substr(second + 1)));
+            if (second == std::string_view::npos) return std::nullopt;
+            return v.substr(second + 1);
         }
 
         redis_backend_options opts;

@@ -5,7 +5,7 @@
 //   P:s:<task id>     string "<state>\0<task name>\0<status JSON>", expires with its TTL
 //   P:idx:<state>     sorted set of the task ids in that state, scored by their expiry (ms):
 //                     what has expired is cut off by score before listing or counting
-//   P:c:<task id>     pub/sub channel: every status written for the task (JSON)
+//   P:c:<task id>     pub/sub channel: every status written for the task, as stored in P:s:<id>
 //   P:g:<group id>    hash {ids, meta, created, claimed, n, r:<task id> -> status JSON}
 //   P:hb:<worker id>  heartbeat JSON, expires with its TTL
 //   P:workers         sorted set of worker ids scored by heartbeat expiry (ms)
@@ -23,25 +23,30 @@ local states = {'queued', 'running', 'retried', 'succeeded', 'failed', 'cancelle
 local function prune(st) redis.call('ZREMRANGEBYSCORE', P .. ':idx:' .. st, '-inf', now) end
 )lua";
 
-/// set: (id, state, stored value "<state>\0<name>\0<JSON>", JSON, ttl ms) per status, each
-/// id at most once (the index changes below are grouped per state). One SET … GET both writes a status and returns the previous one, whose state says
-/// which index to leave; index changes of the whole batch go in one ZREM / ZADD per state.
+/// set: (id, state, stored value "<state>\0<name>\0<JSON>", ttl ms) per status, each id
+/// at most once (the index changes below are grouped per state). One SET … GET both writes
+/// a status and returns the previous one, whose state says which index to leave; the stored
+/// value is published as it is; index changes of the whole batch go in one ZREM / ZADD per
+/// state.
 inline constexpr std::string_view set = R"lua(
 local leave, join = {}, {}
-local function add(t, st, ...)
-  local l = t[st]
-  if not l then l = {}; t[st] = l end
-  for _, x in ipairs({...}) do l[#l + 1] = x end
-end
-for i = 3, #ARGV, 5 do
-  local id, st, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 4])
+for i = 3, #ARGV, 4 do
+  local id, st, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local old = redis.call('SET', P .. ':s:' .. id, ARGV[i + 2], 'PX', ttl, 'GET')
   if old then
-    local was = string.match(old, '^(%a+)%z')
-    if was and was ~= st then add(leave, was, id) end
+    local e = string.find(old, '\0', 1, true)
+    local was = e and string.sub(old, 1, e - 1)
+    if was and was ~= st then
+      local l = leave[was]
+      if not l then l = {}; leave[was] = l end
+      l[#l + 1] = id
+    end
   end
-  add(join, st, now + ttl, id)
-  redis.call('PUBLISH', P .. ':c:' .. id, ARGV[i + 3])
+  local j = join[st]
+  if not j then j = {}; join[st] = j end
+  j[#j + 1] = now + ttl
+  j[#j + 1] = id
+  redis.call('PUBLISH', P .. ':c:' .. id, ARGV[i + 2])
 end
 for st, ids in pairs(leave) do redis.call('ZREM', P .. ':idx:' .. st, unpack(ids)) end
 for st, pairs_ in pairs(join) do redis.call('ZADD', P .. ':idx:' .. st, unpack(pairs_)) end
