@@ -54,7 +54,6 @@ inline boost::json::object to_json(const task_error& e) {
 
 inline boost::json::object to_json(const task_status& s) {
     boost::json::object o;
-    o.reserve(20);
     o["id"] = s.id;
     o["name"] = s.name;
     o["state"] = to_string(s.state);

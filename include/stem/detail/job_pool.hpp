@@ -102,14 +102,16 @@ public:
     /// Runs `item` through `Merge(connection&, const std::vector<const Item*>&) -> std::vector<R>`,
     /// together with every other such item of the same transaction (a session that merges
     /// runs one statement for all of them; the others run each item alone). Returns this
-    /// item's R.
+    /// item's R. `savepoint`: false when one item is one statement (see run_single); a
+    /// session still isolates a group of several.
     template <auto Merge, class Item>
-    auto run_merged(Item item, commit_mode m = commit_mode::durable) {
+    auto run_merged(Item item, commit_mode m = commit_mode::durable, bool savepoint = true) {
         using R = typename std::invoke_result_t<decltype(Merge), connection&, const std::vector<const Item*>&>::value_type;
         return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
-            [this, m](auto handler, Item it) {
+            [this, m, savepoint](auto handler, Item it) {
                 auto j = std::make_unique<merged_job<Merge, Item, decltype(handler), R>>(std::move(it), std::move(handler));
                 j->commit = m;
+                j->savepoint = savepoint;
                 enqueue(std::move(j));
             },
             boost::asio::use_awaitable, std::move(item));

@@ -398,7 +398,7 @@ private:
         }
         void grant(const std::string& qname, queue_state& q, detail::chunked_deque<envelope>& bucket, time_point now,
                    std::vector<delivery>& out) {
-            delivery d;
+            auto& d = out.emplace_back();  // built in place: a delivery is not cheap to move
             d.env = std::move(bucket.front());
             bucket.pop_front();
             q.ready_count--;
@@ -411,7 +411,6 @@ private:
             inflight.emplace(d.tag, lease{d.env, qname, d.lease_expires});
             leases.push_back({d.lease_expires, d.tag});
             std::push_heap(leases.begin(), leases.end(), std::greater<>{});
-            out.push_back(std::move(d));
         }
         /// When something may become deliverable without a publish: a delay or a lease running out.
         time_point next_event(const subscription& sub) {

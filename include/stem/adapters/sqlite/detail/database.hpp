@@ -104,7 +104,7 @@ public:
                         done[k] = true;
                     }
             try {
-                if (!j->savepoint) {
+                if (!j->savepoint && group.size() == 1) {
                     j->execute_group(*conn_, group);
                     continue;
                 }
@@ -190,10 +190,11 @@ public:
     auto run_single(F f) {
         return pool_.run_single(std::move(f));
     }
-    /// See job_pool::run_merged: items of one transaction run through one `Merge` call.
+    /// See job_pool::run_merged: items of one transaction run through one `Merge` call; a
+    /// group of one item is one statement, so it runs without a savepoint.
     template <auto Merge, class Item>
     auto run_merged(Item item) {
-        return pool_.template run_merged<Merge>(std::move(item));
+        return pool_.template run_merged<Merge>(std::move(item), commit_mode::durable, false);
     }
     /// `f(connection&)` now, on the calling thread, in its own transaction.
     template <class F>
