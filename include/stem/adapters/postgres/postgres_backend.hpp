@@ -7,13 +7,13 @@
 #include <stem/contracts/result_backend.hpp>
 #include <stem/detail/redact.hpp>
 #include <stem/detail/status_hub.hpp>
+#include <stem/detail/status_row.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -309,13 +309,7 @@ private:
         }
     };
 
-    struct status_row {
-        state* s;
-        std::string id, state_name, name;
-        std::int64_t updated_at, expires_at;
-        std::string text;
-        std::int64_t now;
-    };
+    using status_row = detail::status_row<state>;
 
     /// Writes many statuses with one upsert (the last write of an id wins) and one NOTIFY per
     /// id written. A `running` status is written only over an older status: it is the record a
@@ -324,12 +318,11 @@ private:
     static std::vector<bool> set_many(detail::postgres::connection& c, const std::vector<const status_row*>& rows) {
         auto* s = rows.front()->s;
         s->cleanup(c, rows.front()->now);
-        std::unordered_map<std::string_view, std::size_t> last;
-        for (std::size_t i = 0; i < rows.size(); ++i) last[rows[i]->id] = i;
+        auto last = detail::last_of_each(rows.size(), [&](std::size_t i) -> std::string_view { return rows[i]->id; });
         std::vector<std::string> ids, states, names, texts;
         std::vector<std::int64_t> updated, expires;
         for (std::size_t i = 0; i < rows.size(); ++i) {
-            if (last[rows[i]->id] != i) continue;
+            if (!last[i]) continue;
             auto& r = *rows[i];
             ids.push_back(r.id);
             states.push_back(r.state_name);
@@ -345,7 +338,7 @@ private:
         for (auto row : written) kept.insert(row[0].as<std::string>());
         std::vector<bool> out(rows.size(), true);
         for (std::size_t i = 0; i < rows.size(); ++i)
-            if (last[rows[i]->id] == i) out[i] = kept.contains(rows[i]->id);
+            if (last[i]) out[i] = kept.contains(rows[i]->id);
         return out;
     }
 

@@ -9,13 +9,13 @@
 #include <stem/adapters/redis/detail/subscriber.hpp>
 #include <stem/contracts/result_backend.hpp>
 #include <stem/detail/status_hub.hpp>
+#include <stem/detail/status_row.hpp>
 
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
 #include <boost/json/array.hpp>
@@ -254,11 +254,7 @@ private:
         /// `SET` and `PUBLISH` fewer, and the script sees each id once, as its index changes
         /// need). Typically a task's `running` status, started without waiting, and its result.
         awaitable<std::vector<bool>> write_many(std::vector<write>& ws) {
-            std::vector<bool> send(ws.size(), true);
-            if (ws.size() > 1) {
-                std::unordered_set<std::string_view> later;
-                for (auto i = ws.size(); i-- > 0;) send[i] = later.insert(ws[i].id).second;
-            }
+            auto send = detail::last_of_each(ws.size(), [&](std::size_t i) -> std::string_view { return ws[i].id; });
             std::vector<std::string> args;
             args.reserve(ws.size() * 4);
             for (std::size_t i = 0; i < ws.size(); ++i) {

@@ -6,12 +6,12 @@
 #include <stem/adapters/sqlite/detail/database.hpp>
 #include <stem/contracts/result_backend.hpp>
 #include <stem/detail/status_hub.hpp>
+#include <stem/detail/status_row.hpp>
 
 #include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
 #include <boost/json/array.hpp>
@@ -341,13 +341,7 @@ private:
         }
     };
 
-    struct status_row {
-        state* s;
-        std::string id, state_name, name;
-        std::int64_t updated_at, expires_at;
-        std::string text;
-        std::int64_t now;
-    };
+    using status_row = detail::status_row<state>;
 
     /// Writes the statuses of one transaction, in order; of several writes of one id only
     /// the last is run (typically a task's `running` status, started without waiting, and
@@ -355,11 +349,7 @@ private:
     static std::vector<bool> set_many(detail::sqlite::connection& c, const std::vector<const status_row*>& rows) {
         auto* s = rows.front()->s;
         s->cleanup(c, rows.front()->now);
-        std::vector<bool> run(rows.size(), true);
-        if (rows.size() > 1) {
-            std::unordered_set<std::string_view> later;
-            for (auto i = rows.size(); i-- > 0;) run[i] = later.insert(rows[i]->id).second;
-        }
+        auto run = detail::last_of_each(rows.size(), [&](std::size_t i) -> std::string_view { return rows[i]->id; });
         for (std::size_t i = 0; i < rows.size(); ++i) {
             if (!run[i]) continue;
             auto& r = *rows[i];
