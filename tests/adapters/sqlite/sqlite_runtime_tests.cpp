@@ -26,13 +26,13 @@ struct sqlite_double : stem::task_definition<stem_test::num_args, int> {
     awaitable<int> operator()(stem::task_context&, stem_test::num_args a) { co_return a.x * 2; }
 };
 
-stem::sqlite_broker_options broker_opts(std::string path) {
+stem::sqlite_broker_options sqlite_broker_opts(std::string path) {
     stem::sqlite_broker_options o;
     o.path = std::move(path);
     o.poll_interval = 10ms;
     return o;
 }
-stem::sqlite_backend_options backend_opts(std::string path) {
+stem::sqlite_backend_options sqlite_backend_opts(std::string path) {
     stem::sqlite_backend_options o;
     o.path = std::move(path);
     o.poll_interval = 10ms;
@@ -40,8 +40,8 @@ stem::sqlite_backend_options backend_opts(std::string path) {
 }
 /// Adapter objects on two files with prefix `p`, for the fault kit.
 struct sqlite_store {
-    static stem::sqlite_broker broker(const std::string& p) { return stem::sqlite_broker{broker_opts(p + ".broker")}; }
-    static stem::sqlite_backend backend(const std::string& p) { return stem::sqlite_backend{backend_opts(p + ".backend")}; }
+    static stem::sqlite_broker broker(const std::string& p) { return stem::sqlite_broker{sqlite_broker_opts(p + ".broker")}; }
+    static stem::sqlite_backend backend(const std::string& p) { return stem::sqlite_backend{sqlite_backend_opts(p + ".backend")}; }
 };
 
 }  // namespace
@@ -49,8 +49,8 @@ struct sqlite_store {
 TEST_CASE("adapters.sqlite: a corrupt row is dead-lettered with the reason and the worker keeps going") {
     auto bpath = stem_test::scratch_file("broker"), rpath = stem_test::scratch_file("backend");
     stem_test::run([&]() -> awaitable<void> {
-        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{broker_opts(bpath)},
-                      stem::sqlite_backend{backend_opts(rpath)}, stem::tasks{sqlite_double{}}, stem_test::app_options(2)};
+        stem::app app{co_await boost::asio::this_coro::executor, stem::sqlite_broker{sqlite_broker_opts(bpath)},
+                      stem::sqlite_backend{sqlite_backend_opts(rpath)}, stem::tasks{sqlite_double{}}, stem_test::app_options(2)};
         stem_test::num_args one{1}, two{2};
         auto first = co_await app.enqueue<sqlite_double>(one);
         auto second = co_await app.enqueue<sqlite_double>(two);
