@@ -9,6 +9,7 @@
 #pragma once
 
 #include "support/async.hpp"
+#include "support/child_process.hpp"
 #include "support/runtime.hpp"
 #include "support/temp_dir.hpp"
 
@@ -297,7 +298,7 @@ void links_run_after_success_and_failure() {
 /// Forks a worker process on store `s` (it exits on SIGTERM).
 template <class F>
 pid_t fork_worker(const std::string& s) {
-    pid_t child = ::fork();
+    pid_t child = stem_test::fork_child();
     if (child == 0) {
         try {
             boost::asio::io_context io;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "support/async.hpp"
+#include "support/child_process.hpp"
 #include "support/runtime.hpp"
 
 #include <doctest/doctest.h>
@@ -40,7 +41,7 @@ void killed_worker_task_runs_again(const std::string& s) {
         id = h.id();
     });
 
-    pid_t child = ::fork();
+    pid_t child = stem_test::fork_child();
     REQUIRE(child >= 0);
     if (child == 0) {  // the worker process that will be killed
         try {

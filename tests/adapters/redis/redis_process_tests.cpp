@@ -37,7 +37,7 @@ struct redis_counted : stem::task_definition<stem_test::num_args, long> {
 /// Forks a worker process running `Task` on namespace `ns` until it is signalled.
 template <class Task>
 pid_t fork_worker(const std::string& ns, std::size_t concurrency) {
-    pid_t child = ::fork();
+    pid_t child = stem_test::fork_child();
     if (child == 0) {
         try {
             boost::asio::io_context io;
