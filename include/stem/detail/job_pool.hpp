@@ -102,8 +102,8 @@ public:
     /// Runs `item` through `Merge(connection&, const std::vector<const Item*>&) -> std::vector<R>`,
     /// together with every other such item of the same transaction (a session that merges
     /// runs one statement for all of them; the others run each item alone). Returns this
-    /// item's R. `savepoint`: false when one item is one statement (see run_single); a
-    /// session still isolates a group of several.
+    /// item's R. `savepoint`: false when one item needs none (see run_single); a session
+    /// still isolates a group of several.
     template <auto Merge, class Item>
     auto run_merged(Item item, commit_mode m = commit_mode::durable, bool savepoint = true) {
         using R = typename std::invoke_result_t<decltype(Merge), connection&, const std::vector<const Item*>&>::value_type;

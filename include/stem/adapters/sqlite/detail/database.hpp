@@ -190,8 +190,9 @@ public:
     auto run_single(F f) {
         return pool_.run_single(std::move(f));
     }
-    /// See job_pool::run_merged: items of one transaction run through one `Merge` call; a
-    /// group of one item is one statement, so it runs without a savepoint.
+    /// See job_pool::run_merged: items of one transaction run through one `Merge` call. A
+    /// group of one item runs without a savepoint: its write is one statement (SQLite undoes
+    /// a failed one by itself), and the expiry cleanup that may precede it stands on its own.
     template <auto Merge, class Item>
     auto run_merged(Item item) {
         return pool_.template run_merged<Merge>(std::move(item), commit_mode::durable, false);
