@@ -160,7 +160,8 @@ int measure_number = 0;  // names each measure's fresh store
 /// Fresh SQLite files for one measure, removed when it ends.
 struct sqlite_files {
     std::filesystem::path dir;
-    explicit sqlite_files(const settings& s) {
+    bool own_base;  // the per-process folder under the temp directory (no --url)
+    explicit sqlite_files(const settings& s) : own_base(s.url.empty()) {
         auto base = s.url.empty() ? std::filesystem::temp_directory_path() / fmt::format("stem-bench-{}", ::getpid())
                                   : std::filesystem::path(s.url);
         dir = base / fmt::format("run-{}", ++measure_number);
@@ -170,6 +171,7 @@ struct sqlite_files {
     ~sqlite_files() {
         std::error_code ec;
         std::filesystem::remove_all(dir, ec);
+        if (own_base) std::filesystem::remove(dir.parent_path(), ec);  // fails, harmlessly, while not empty
     }
 };
 

@@ -65,6 +65,31 @@ TEST_CASE("observe.signals: publish, task and worker signals fire in the documen
                                           "worker_stopping", "worker_shutdown"});
 }
 
+TEST_CASE("observe.signals: a lone task_postrun listener sees the full final status") {
+    // Without listeners the worker moves the final status into the backend; with one, the
+    // listener must still get it whole.
+    asio::io_context io;
+    stem::app app{io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{maybe_fails{}}, opts()};
+    std::vector<stem::task_status> seen;
+    app.signals().task_postrun.connect([&](const stem::task_event& e) {
+        if (e.status) seen.push_back(*e.status);
+    });
+    app.start();
+    std::string id;
+    stem_test::run(io, [&]() -> awaitable<void> {
+        val_args a{7};
+        auto h = co_await app.enqueue<maybe_fails>(a);
+        id = h.id();
+        CHECK((co_await h.wait(5s)).succeeded());
+        co_await app.shutdown();
+    });
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].id == id);
+    CHECK(seen[0].state == stem::task_state::succeeded);
+    CHECK(seen[0].name == "test.maybe_fails");
+    CHECK(seen[0].result == std::optional<std::string>{"7"});
+}
+
 TEST_CASE("observe.signals: a throwing listener is reported and the others still run") {
     asio::io_context io;
     stem::app app{io, stem::memory_broker{}, stem::memory_backend{}, stem::tasks{maybe_fails{}}, opts()};

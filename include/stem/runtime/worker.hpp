@@ -194,9 +194,9 @@ public:
         begin_shutdown(mode_);
         // Deliveries fetched but not started go back to the broker.
         while (!buffer_.empty()) {
-            auto d = std::move(buffer_.front());
+            auto next = std::move(buffer_.front());
             buffer_.pop_front();
-            co_await requeue(d);
+            co_await requeue(*next.d);
         }
         while (!active_.empty() || children_ > 0 || running_slots_ > 0)
             co_await idle_->wait_until(std::chrono::steady_clock::time_point::max());
@@ -255,7 +255,10 @@ private:
                 consume_error = e.what();
             }
             // Whatever arrived goes to the buffer first: on shutdown, run() gives it back.
-            for (auto& d : batch) buffer_.push_back(std::move(d));
+            if (!batch.empty()) {
+                auto kept = std::make_shared<std::vector<delivery>>(std::move(batch));
+                for (auto& d : *kept) buffer_.push_back({kept, &d});
+            }
             if (stopping_) break;
             if (!consume_error.empty()) {
                 // The broker is unreachable or failed: keep the loop alive with a capped backoff.
@@ -286,9 +289,12 @@ private:
     awaitable<void> slot_runner(boost::asio::cancellation_signal* cancel) {
         try {
             while (!buffer_.empty() && !stopping_) {
-                delivery d = std::move(buffer_.front());
+                auto next = std::move(buffer_.front());
                 buffer_.pop_front();
-                co_await process(d, cancel);
+                co_await process(*next.d, cancel);
+                // Its batch may outlive it (other deliveries still run): free its payload now.
+                next.d->env.args = std::string{};
+                next.d->env.meta = boost::json::object{};
                 if (fetch_waiting_ && buffer_.size() <= opts_.concurrency) room_->notify();
             }
         } catch (const std::exception& e) {
@@ -439,19 +445,27 @@ private:
             } catch (const std::exception& e) {
                 encode_error = e.what();
             }
-            co_await settle(flags);
+            if (flags.started_write) co_await settle(flags);
             if (!encode_error.empty()) {
                 task_error err{"encode_failed", encode_error, {}, false};
                 co_await fail(d, &ctx, std::move(err), "encode-error", &started, early_ack);
                 co_return;
             }
-            co_await backend_.set(st, opts_.result_ttl);
-            if (!co_await continue_after(env, st, true)) co_return;
+            // The status is read again only by continuations and listeners; without them
+            // it moves into the backend instead of being copied.
+            bool read_after = !env.meta.empty() || signals_.task_succeeded.has_listeners() ||
+                              signals_.task_postrun.has_listeners();
+            if (read_after) {
+                co_await backend_.set(st, opts_.result_ttl);
+                if (!co_await continue_after(env, st, true)) co_return;
+            } else {
+                co_await backend_.set(std::move(st), opts_.result_ttl);
+            }
             ++stats_.succeeded;
-            signals_.task_succeeded.emit({env, info_, &ctx, &st});
+            if (read_after) signals_.task_succeeded.emit({env, info_, &ctx, &st});
             if (!early_ack && !co_await broker_.ack(d))
                 log_error(fmt::format("task {}: lease lost before ack; another worker may run it again", env.id));
-            signals_.task_postrun.emit({env, info_, &ctx, &st});
+            if (read_after) signals_.task_postrun.emit({env, info_, &ctx, &st});
             co_return;
         }
         co_await handle_failure(d, ctx, failure, flags, started, early_ack);
@@ -768,7 +782,13 @@ private:
     backend_capabilities caps_;
     time_point started_at_{};
 
-    detail::chunked_deque<delivery> buffer_;
+    /// A fetched delivery waiting for a slot. It stays in the batch consume returned (a
+    /// delivery is not cheap to move); the batch lives until its last delivery is done.
+    struct buffered {
+        std::shared_ptr<std::vector<delivery>> batch;
+        delivery* d;
+    };
+    detail::chunked_deque<buffered> buffer_;
     std::vector<active_task*> active_;  // tasks running now; each lives in its process() frame
     std::vector<boost::asio::cancellation_signal> slots_;  // one per concurrent task, reused
     std::vector<std::size_t> free_slots_;

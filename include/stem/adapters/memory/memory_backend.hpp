@@ -11,10 +11,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/asio/this_coro.hpp>
+#include <boost/container_hash/hash.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 
 namespace stem {
@@ -46,10 +48,12 @@ public:
                     s_->waiters.erase(it);
                 }
             }
-            auto [it, inserted] = s_->statuses.try_emplace(st.id);
+            auto key = status_key_view::of(st.id);
+            auto it = s_->statuses.find(key);
+            if (it == s_->statuses.end())
+                it = s_->statuses.emplace(status_key{st.id, key.hash}, entry{{}, {}, std::make_unique<task_status>()}).first;
+            else s_->by_state[std::size_t(it->second.state)]--;
             auto& e = it->second;
-            if (inserted) e.status = std::make_unique<task_status>();
-            else s_->by_state[std::size_t(e.state)]--;
             s_->by_state[std::size_t(st.state)]++;
             e.expires = expires;
             e.state = st.state;
@@ -102,7 +106,7 @@ public:
         std::lock_guard lk(s_->mu);
         auto now = clock::now();
         std::vector<const task_status*> hits;
-        for (auto& [id, e] : s_->statuses) {
+        for (auto& [key, e] : s_->statuses) {
             if (e.expires <= now) continue;
             if (f.state && e.state != *f.state) continue;
             if (!f.name.empty() && e.status->name != f.name) continue;
@@ -209,6 +213,24 @@ private:
         std::deque<task_status> pending;  // guarded by owner->mu
         std::shared_ptr<detail::waiter> w = std::make_shared<detail::waiter>();
     };
+    /// A task id and its hash: growing the table rehashes without reading the ids.
+    struct status_key {
+        std::string id;
+        std::size_t hash;
+    };
+    struct status_key_view {
+        std::string_view id;
+        std::size_t hash;
+        static status_key_view of(std::string_view id) noexcept { return {id, boost::hash<std::string_view>{}(id)}; }
+    };
+    struct status_key_ops {
+        using is_transparent = void;
+        using is_avalanching = void;  // boost::hash of a string already mixes well
+        template <class K>
+        std::size_t operator()(const K& k) const noexcept { return k.hash; }
+        template <class A, class B>
+        bool operator()(const A& a, const B& b) const noexcept { return a.hash == b.hash && a.id == b.id; }
+    };
     struct entry {
         time_point expires;
         task_state state;
@@ -225,7 +247,7 @@ private:
         // Open addressing (Boost 1.81's flat map) over boxed records: few cache misses per
         // lookup, growing the table moves pointers, not half-kilobyte statuses, and the
         // sweep reads expiry and state without touching the records.
-        boost::unordered_flat_map<std::string, entry> statuses;
+        boost::unordered_flat_map<status_key, entry, status_key_ops, status_key_ops> statuses;
         std::array<std::uint64_t, 6> by_state{};  // may still count expired entries until the next sweep
         time_point next_sweep{};
         std::unordered_map<std::string, group_slot> groups;
@@ -234,7 +256,7 @@ private:
         std::unordered_map<std::string, std::vector<std::weak_ptr<watch_impl>>> watchers;
 
         std::optional<task_status> lookup(const std::string& id, time_point now) {
-            auto it = statuses.find(id);
+            auto it = statuses.find(status_key_view::of(id));
             if (it == statuses.end()) return std::nullopt;
             if (it->second.expires <= now) {
                 by_state[std::size_t(it->second.state)]--;

@@ -398,17 +398,15 @@ private:
         }
         void grant(const std::string& qname, queue_state& q, detail::chunked_deque<envelope>& bucket, time_point now,
                    std::vector<delivery>& out) {
-            auto& d = out.emplace_back();  // built in place: a delivery is not cheap to move
-            d.env = std::move(bucket.front());
+            // Built in place, the envelope moved once and copied once (into the lease): an
+            // envelope is not cheap to move.
+            auto tag = next_tag++;
+            auto& d = out.emplace_back(std::move(bucket.front()), qname, tag, tag);
             bucket.pop_front();
             q.ready_count--;
             q.inflight++;
-            d.queue = qname;
-            d.tag = next_tag++;
-            d.token = d.tag;
-            auto vt = d.env.visibility_timeout.value_or(opts.default_visibility_timeout);
-            d.lease_expires = now + vt;
-            inflight.emplace(d.tag, lease{d.env, qname, d.lease_expires});
+            d.lease_expires = now + d.env.visibility_timeout.value_or(opts.default_visibility_timeout);
+            inflight.try_emplace(d.tag, d.env, qname, d.lease_expires);
             leases.push_back({d.lease_expires, d.tag});
             std::push_heap(leases.begin(), leases.end(), std::greater<>{});
         }
