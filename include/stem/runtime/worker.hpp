@@ -416,12 +416,16 @@ private:
 
         std::optional<std::string> result;
         std::exception_ptr failure;
+        // Without a pool or time limits the handler is awaited directly (one frame fewer).
+        bool plain = !on_pool && entry->options.soft_time_limit.count() == 0 && entry->options.hard_time_limit.count() == 0;
         try {
-            if (env.args_encoder == "json") {
-                result = co_await run_handler(*entry, ctx, env.args, flags, me, on_pool);
-            } else {
+            if (env.args_encoder != "json") {
                 auto args = encoders_.decode(env.args_encoder, env.args);
                 result = co_await run_handler(*entry, ctx, args, flags, me, on_pool);
+            } else if (plain) {
+                result = co_await entry->invoke(ctx, env.args);
+            } else {
+                result = co_await run_handler(*entry, ctx, env.args, flags, me, on_pool);
             }
         } catch (...) {
             failure = std::current_exception();
@@ -678,19 +682,17 @@ private:
 
     /// A status for `env` stamped `at` (default: now).
     task_status make_status(const envelope& env, task_state s, time_point at = {}) const {
-        task_status st;
-        st.id = env.id;
-        st.name = env.name;
-        st.state = s;
-        st.attempt = env.attempt;
-        st.meta = env.meta;
-        st.queue = env.queue;
-        st.worker_id = info_.id;
-        st.group_id = env.group_id;
-        st.result_encoder = env.result_encoder;
-        st.created_at = env.enqueued_at;
-        st.updated_at = at == time_point{} ? clock::now() : at;
-        return st;
+        return task_status{.id = env.id,
+                           .name = env.name,
+                           .state = s,
+                           .result_encoder = env.result_encoder,
+                           .attempt = env.attempt,
+                           .meta = env.meta,
+                           .queue = env.queue,
+                           .worker_id = info_.id,
+                           .group_id = env.group_id,
+                           .created_at = env.enqueued_at,
+                           .updated_at = at == time_point{} ? clock::now() : at};
     }
 
     // ------------------------------------------------------------ shutdown

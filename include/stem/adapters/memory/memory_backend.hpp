@@ -32,6 +32,8 @@ class memory_backend {
 public:
     explicit memory_backend(memory_backend_options o = {}) : s_(std::make_shared<state>(o)) {}
 
+    /// Writes when called: set is not a coroutine, so the status is not moved again into a
+    /// coroutine frame, and the awaitable it returns has nothing left to do.
     awaitable<void> set(task_status st, std::optional<std::chrono::milliseconds> ttl) {
         std::vector<std::shared_ptr<detail::waiter>> wake;
         {
@@ -60,7 +62,7 @@ public:
             *e.status = std::move(st);
         }
         for (auto& w : wake) w->notify();
-        co_return;
+        return done();
     }
 
     awaitable<std::optional<task_status>> get(std::string id) {
@@ -182,6 +184,7 @@ public:
 
 private:
     struct state;
+    static awaitable<void> done() { co_return; }
     struct watch_impl final : detail::watch_source {
         ~watch_impl() override {
             if (auto o = owner.lock()) {
