@@ -419,14 +419,11 @@ private:
         // Without a pool or time limits the handler is awaited directly (one frame fewer).
         bool plain = !on_pool && entry->options.soft_time_limit.count() == 0 && entry->options.hard_time_limit.count() == 0;
         try {
-            if (env.args_encoder != "json") {
-                auto args = encoders_.decode(env.args_encoder, env.args);
-                result = co_await run_handler(*entry, ctx, args, flags, me, on_pool);
-            } else if (plain) {
-                result = co_await entry->invoke(ctx, env.args);
-            } else {
-                result = co_await run_handler(*entry, ctx, env.args, flags, me, on_pool);
-            }
+            std::string decoded;  // arguments in another encoding, as JSON
+            if (env.args_encoder != "json") decoded = encoders_.decode(env.args_encoder, env.args);
+            const std::string& args = env.args_encoder != "json" ? decoded : env.args;
+            if (plain) result = co_await entry->invoke(ctx, args);
+            else result = co_await run_handler(*entry, ctx, args, flags, me, on_pool);
         } catch (...) {
             failure = std::current_exception();
         }
@@ -475,12 +472,10 @@ private:
         co_await handle_failure(d, ctx, failure, flags, started, early_ack);
     }
 
+    /// Runs a handler on the pool or under time limits.
     awaitable<std::string> run_handler(const task_entry& entry, task_context& ctx, const std::string& args,
                                        detail::run_flags& flags, active_task& me, bool on_pool) {
         const auto& o = entry.options;
-        if (!on_pool && o.soft_time_limit.count() == 0 && o.hard_time_limit.count() == 0)
-            co_return co_await entry.invoke(ctx, args);
-
         // Limit timers run beside the handler; `done` keeps a late expiry from acting.
         struct limits {
             explicit limits(boost::asio::any_io_executor ex) : soft(ex), hard(ex) {}
