@@ -419,9 +419,10 @@ private:
         // Without a pool or time limits the handler is awaited directly (one frame fewer).
         bool plain = !on_pool && entry->options.soft_time_limit.count() == 0 && entry->options.hard_time_limit.count() == 0;
         try {
+            bool json = env.args_encoder == "json";
             std::string decoded;  // arguments in another encoding, as JSON
-            if (env.args_encoder != "json") decoded = encoders_.decode(env.args_encoder, env.args);
-            const std::string& args = env.args_encoder != "json" ? decoded : env.args;
+            if (!json) decoded = encoders_.decode(env.args_encoder, env.args);
+            const std::string& args = json ? env.args : decoded;
             if (plain) result = co_await entry->invoke(ctx, args);
             else result = co_await run_handler(*entry, ctx, args, flags, me, on_pool);
         } catch (...) {
