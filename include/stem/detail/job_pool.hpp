@@ -30,7 +30,9 @@ enum class commit_mode { durable, lazy };
 template <class Conn>
 struct pool_job {
     virtual ~pool_job() = default;
-    bool savepoint = true;  ///< false: the job's statements need not be undone together
+    /// false: the job's statements need not be undone together (a session may then run a
+    /// lone durable job without a transaction of its own)
+    bool savepoint = true;
     commit_mode commit = commit_mode::durable;
     /// Runs the job; false when it threw (its failure is kept for the caller).
     virtual bool execute(Conn& c) noexcept = 0;

@@ -114,6 +114,66 @@ TEST_CASE("adapters.postgres: a waiting consumer takes a delayed task when it fa
     }, 60s);
 }
 
+TEST_CASE("adapters.postgres: claims from a backlog take rows in order across queues, passing delayed and leased rows") {
+    stem_test::run([]() -> awaitable<void> {
+        auto b = pg_broker_fixture::make();
+        // 2,000 tasks in two queues with priorities 0-3; every seventh is delayed by an hour.
+        std::vector<stem::envelope> batch;
+        for (int i = 0; i < 2000; ++i) {
+            auto e = broker_kit::make_env(i % 2 ? "qa" : "qb", i % 4);
+            if (i % 7 == 0) e.not_before = stem::clock::now() + 1h;
+            batch.push_back(std::move(e));
+        }
+        // One batch shares one instant: among equals in priority, publish order decides.
+        std::vector<std::string> expected;
+        for (int p = 3; p >= 0; --p)
+            for (auto& e : batch)
+                if (e.priority == p && !e.not_before) expected.push_back(e.id);
+        co_await b.publish_batch(batch);
+        auto sub = broker_kit::sub_of2("qa"s, "qb"s);
+        // The first 100 stay leased: later claims pass them by.
+        auto held = co_await b.consume(sub, 100, 1s);
+        std::vector<std::string> order;
+        for (auto& d : held) order.push_back(d.env.id);
+        for (;;) {
+            auto got = co_await b.consume(sub, 64, 0ms);
+            if (got.empty()) break;
+            for (auto& d : got) {
+                order.push_back(d.env.id);
+                CHECK(co_await b.ack(d));
+            }
+        }
+        CHECK(held.size() == 100);
+        CHECK(order == expected);
+    }, 60s);
+}
+
+TEST_CASE("adapters.postgres: a lone single-statement job runs without a transaction of its own, others in one") {
+    namespace pg = stem::detail::postgres;
+    pg::database_options o;
+    o.conninfo = pg_url();
+    o.display = "test";
+    o.pool_size = 1;
+    pg::database db(o);
+    // SAVEPOINT is refused outside a transaction block.
+    auto savepoint = [](pg::connection& c) { c.exec_raw("SAVEPOINT probe"); };
+    stem_test::run([&]() -> awaitable<void> {
+        co_await db.run(savepoint);
+        bool refused = false;
+        try {
+            co_await db.run_single(savepoint);
+        } catch (const std::exception& e) {
+            refused = std::string(e.what()).find("transaction block") != std::string::npos;
+        }
+        CHECK(refused);
+        // The connection goes on serving jobs, and plans each statement once.
+        CHECK(co_await db.run_single([](pg::connection& c) {
+            return c.exec_raw("SHOW plan_cache_mode")[0][0].as<std::string>();
+        }) == "force_generic_plan");
+        co_await db.run(savepoint, stem::detail::commit_mode::lazy);
+    });
+}
+
 TEST_CASE("adapters.postgres: a `running` status older than the stored one is not written, a newer one is") {
     stem_test::run([]() -> awaitable<void> {
         auto r = pg_backend_fixture::make();

@@ -58,7 +58,9 @@ public:
         // Status writes waiting for the same connection become one upsert. A `running`
         // status lost in a server crash is harmless, so its commit need not wait for disk.
         auto mode = st.state == task_state::running ? detail::commit_mode::lazy : detail::commit_mode::durable;
-        if (co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row), mode)) s->hub->published(st);
+        // One statement (the upsert; now and then the expiry sweep's deletes, which need not
+        // be undone with it): a lone durable write runs in autocommit.
+        if (co_await s->db.template run_merged<&postgres_backend::set_many>(std::move(row), mode, false)) s->hub->published(st);
     }
 
     awaitable<std::optional<task_status>> get(std::string id) {
@@ -291,7 +293,7 @@ private:
 
         awaitable<std::optional<task_status>> read(const std::string& id) {
             auto now = to_unix_micros(clock::now());
-            auto text = co_await db.run([this, &id, now](detail::postgres::connection& c) {
+            auto text = co_await db.run_single([this, &id, now](detail::postgres::connection& c) {
                 std::optional<std::string> out;
                 auto r = c.exec(sql.get, id, now);
                 if (!r.empty()) out = r[0][0].as<std::string>();

@@ -58,10 +58,8 @@ public:
         auto s = s_;
         std::string text = serialize(e);
         auto now = to_unix_micros(clock::now());
-        co_await s->db.run([s = s.get(), &e, &text, now](detail::postgres::connection& c) {
-            s->insert(c, e, text, now);
-            c.exec(s->sql.notify, s->channel);
-        });
+        // One statement: alone in its batch, it runs without a transaction of its own.
+        co_await s->db.run_single([s = s.get(), &e, &text, now](detail::postgres::connection& c) { s->insert(c, e, text, now); });
         s->wake();
     }
 
@@ -253,8 +251,7 @@ public:
                 replayed.push_back(std::move(dl));
             }
             std::sort(replayed.begin(), replayed.end(), [](auto& a, auto& b) { return a.dead_at < b.dead_at; });
-            if (!o.dry_run && !replayed.empty()) c.exec(s->sql.notify, s->channel);
-            return replayed;
+            return replayed;  // each insert sent its NOTIFY (one is delivered per transaction)
         });
         if (!o.dry_run && !out.empty()) s->wake();
         co_return out;
@@ -357,15 +354,22 @@ private:
     struct statements {
         explicit statements(const std::string& ns)
             : job_columns{"id", "queue", "priority", "visible_at", "visibility_ms", "envelope"},
-              insert(fmt::format("INSERT INTO {0}_jobs(id, queue, priority, visible_at, visibility_ms, envelope) "
-                                 "VALUES($1, $2, $3, $4, $5, $6)", ns)),
+              // The row and the NOTIFY that wakes consumers, as one statement.
+              insert(fmt::format("WITH j AS (INSERT INTO {0}_jobs(id, queue, priority, visible_at, visibility_ms, envelope) "
+                                 "VALUES($1, $2, $3, $4, $5, $6) RETURNING seq) SELECT pg_notify($7, '') FROM j", ns)),
               notify("SELECT pg_notify($1, '')"),
+              // The claim index is read in its order, one queue at a time, so a claim reads
+              // about as many rows as it takes whatever the backlog (`queue = ANY(...)` over
+              // the whole index would sort every visible row first).
               claim(fmt::format(
                   "UPDATE {0}_jobs AS j SET leased = true, token = j.token + 1, "
                   "visible_at = $1 + 1000 * (CASE WHEN j.visibility_ms > 0 THEN j.visibility_ms ELSE $3 END) "
-                  "FROM (SELECT seq FROM {0}_jobs WHERE queue = ANY($4::text[]) AND visible_at <= $1 "
-                  "      ORDER BY priority DESC, visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS pick "
-                  "WHERE j.seq = pick.seq RETURNING j.seq, j.token, j.visible_at, j.queue, j.priority, j.envelope", ns)),
+                  "WHERE j.seq = ANY(ARRAY("
+                  "  SELECT c.seq FROM unnest($4::text[]) AS q(name) CROSS JOIN LATERAL ("
+                  "    SELECT seq, priority, visible_at FROM {0}_jobs WHERE queue = q.name AND visible_at <= $1 "
+                  "    ORDER BY priority DESC, visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS c "
+                  "  ORDER BY c.priority DESC, c.visible_at, c.seq LIMIT $2)) "
+                  "RETURNING j.seq, j.token, j.visible_at, j.queue, j.priority, j.envelope", ns)),
               // One index probe per queue and priority (the claim index orders visible_at
               // within them), however many rows wait.
               next_visible(fmt::format(
@@ -438,7 +442,7 @@ private:
         // ---- on a pool thread
         void insert(detail::postgres::connection& c, const envelope& e, const std::string& text, std::int64_t now) {
             auto visible = e.not_before ? std::max(now, to_unix_micros(*e.not_before)) : now;
-            c.exec(sql.insert, e.id, e.queue, e.priority, visible, visibility_ms(e), text);
+            c.exec(sql.insert, e.id, e.queue, e.priority, visible, visibility_ms(e), text, channel);
         }
         void read_broadcasts(detail::postgres::connection& c, const subscription& sub, std::size_t max,
                              std::vector<delivery>& out) {

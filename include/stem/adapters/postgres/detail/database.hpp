@@ -32,7 +32,12 @@ struct database_options {
     std::size_t max_batch = 256;       ///< jobs per transaction
 };
 
-/// What a job sees: the open transaction, with statements prepared once per connection.
+/// What a job sees: the open transaction (or autocommit), with statements prepared once
+/// per connection.
+///
+/// Transactions are begun and ended by hand on a `pqxx::nontransaction`, so that `BEGIN`
+/// travels with the transaction's settings in one round trip, and a job that needs no
+/// transaction of its own sends only its statement.
 class connection {
 public:
     explicit connection(pqxx::connection& c) : c_(c) {}
@@ -54,16 +59,31 @@ public:
     /// Quotes a string literal for this connection.
     std::string quote(const std::string& s) { return tx_->quote(s); }
 
-    void begin() { tx_ = std::make_unique<pqxx::work>(c_); }
+    /// Opens a transaction; `lazy`: its commit does not wait for the WAL flush. With
+    /// `autocommit`, no transaction is opened: each statement commits by itself, with the
+    /// server's setting.
+    void begin(commit_mode m, bool autocommit = false) {
+        tx_ = std::make_unique<pqxx::nontransaction>(c_);
+        open_ = !autocommit;
+        if (open_) tx_->exec(m == commit_mode::lazy ? "BEGIN; SET LOCAL synchronous_commit TO off" : "BEGIN");
+    }
     void commit() {
+        // A statement that fails throws out of its job, and the session then aborts instead:
+        // a COMMIT here never ends a failed transaction (which the server would roll back
+        // without an error).
+        if (open_) {
+            open_ = false;
+            tx_->exec("COMMIT");
+        }
         tx_->commit();
         tx_.reset();
     }
     void abort() noexcept {
         try {
-            if (tx_) tx_->abort();
+            if (open_ && tx_) tx_->exec("ROLLBACK");
         } catch (...) {
         }
+        open_ = false;
         tx_.reset();
     }
     void forget_prepared() { names_.clear(); }
@@ -79,7 +99,8 @@ private:
         return it->second;
     }
     pqxx::connection& c_;
-    std::unique_ptr<pqxx::work> tx_;
+    std::unique_ptr<pqxx::nontransaction> tx_;
+    bool open_ = false;  // a BEGIN was sent and not yet ended
     std::unordered_map<std::string, std::string> names_;
 };
 
@@ -105,7 +126,7 @@ public:
     template <class F>
     void run_now(F& f) {
         if (!c_ || !c_->is_open()) open();
-        conn_->begin();
+        conn_->begin(commit_mode::durable);
         try {
             f(*conn_);
             conn_->commit();
@@ -122,11 +143,11 @@ private:
     bool attempt(std::vector<std::unique_ptr<pool_job<connection>>>& jobs) {
         try {
             if (!c_ || !c_->is_open()) open();
-            conn_->begin();
             // Nothing here needs its commit on disk before it is reported: skip the WAL
-            // flush (the server's own setting applies to every other transaction).
-            if (std::all_of(jobs.begin(), jobs.end(), [](auto& j) { return j->commit == commit_mode::lazy; }))
-                conn_->exec_raw("SET LOCAL synchronous_commit TO off");
+            // flush (the server's own setting applies to every other transaction). A lone
+            // durable job whose statements need not be undone together runs in autocommit.
+            bool lazy = std::all_of(jobs.begin(), jobs.end(), [](auto& j) { return j->commit == commit_mode::lazy; });
+            conn_->begin(lazy ? commit_mode::lazy : commit_mode::durable, jobs.size() == 1 && !lazy && !jobs[0]->savepoint);
             // Jobs that can merge (acks, status writes) run as one statement per kind.
             std::vector<bool> done(jobs.size());
             std::vector<pool_job<connection>*> group;
@@ -169,6 +190,17 @@ private:
         } catch (const std::exception& e) {
             throw error(errc::backend_failure, fmt::format("postgres {}: cannot connect: {}", opts_.display, e.what()));
         }
+        // A lost connection is reopened here, never by libpqxx in the middle of a
+        // transaction that it cannot see (they are begun by hand, see `connection`).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+        c_->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
+        // Each prepared statement keeps one plan instead of being planned again at each
+        // execution (PostgreSQL's default when a statement's parameters could change the
+        // plan): the statements here are simple, and planning a claim took longer than
+        // running it.
+        if (c_->server_version() >= 120000) pqxx::nontransaction(*c_).exec("SET plan_cache_mode TO force_generic_plan");
         conn_ = std::make_unique<connection>(*c_);
     }
 
@@ -235,9 +267,15 @@ public:
     auto run(F f, commit_mode m = commit_mode::durable) {
         return pool_.run(std::move(f), m);
     }
+    /// As `run`, for a durable job whose statements need not be undone together (one
+    /// statement): alone in its batch, it runs in autocommit, one round trip per statement.
+    template <class F>
+    auto run_single(F f) {
+        return pool_.run_single(std::move(f));
+    }
     template <auto Merge, class Item>
-    auto run_merged(Item item, commit_mode m = commit_mode::durable) {
-        return pool_.template run_merged<Merge>(std::move(item), m);
+    auto run_merged(Item item, commit_mode m = commit_mode::durable, bool savepoint = true) {
+        return pool_.template run_merged<Merge>(std::move(item), m, savepoint);
     }
     template <class F>
     void run_now(F f) {
