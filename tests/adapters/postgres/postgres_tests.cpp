@@ -148,6 +148,50 @@ TEST_CASE("adapters.postgres: claims from a backlog take rows in order across qu
     }, 60s);
 }
 
+TEST_CASE("adapters.postgres: sweeps delete expired dead letters, broadcasts and results, and keep the rest") {
+    auto ns = fresh_namespace();
+    auto bo = broker_opts(ns);
+    bo.dead_letter_retention = 300ms;
+    bo.broadcast_retention = 300ms;
+    auto ro = backend_opts(ns);
+    ro.cleanup_interval = 0ms;  // at every status write
+    namespace pg = stem::detail::postgres;
+    pg::database_options o;
+    o.conninfo = pg_url();
+    o.display = "test";
+    o.pool_size = 1;
+    pg::database db(o);
+    auto rows = [&](std::string table) -> awaitable<int> {
+        co_return co_await db.run([&](pg::connection& c) { return c.exec_raw("SELECT count(*) FROM " + ns + table)[0][0].as<int>(); });
+    };
+    stem_test::run([&]() -> awaitable<void> {
+        {
+            stem::postgres_broker b{bo};
+            co_await b.publish(broker_kit::make_env("sq"));
+            auto got = co_await b.consume(broker_kit::sub_of("sq"s), 1, 1s);  // the first claim sweeps (nothing yet)
+            REQUIRE(got.size() == 1);
+            CHECK(co_await b.dead_letter(got[0], "test"));
+            co_await b.broadcast("sweep", broker_kit::make_env("sq"));
+        }
+        stem::postgres_backend r{ro};
+        auto old = broker_kit::make_env("sq");
+        stem::task_status st{.id = old.id, .name = "kit.task", .state = stem::task_state::succeeded};
+        co_await r.set(st, 100ms);
+        co_await stem_test::elapse(400ms);
+        // Kept: a newer dead letter, and a result with the default TTL.
+        stem::postgres_broker b{bo};  // a fresh object sweeps at its first claim
+        co_await b.publish(broker_kit::make_env("sq"));
+        auto got = co_await b.consume(broker_kit::sub_of("sq"s), 1, 1s);
+        REQUIRE(got.size() == 1);
+        CHECK(co_await b.dead_letter(got[0], "kept"));
+        st.id = got[0].env.id;
+        co_await r.set(st, std::nullopt);  // sweeps the expired result
+        CHECK(co_await rows("_dead_letters") == 1);
+        CHECK(co_await rows("_broadcasts") == 0);
+        CHECK(co_await rows("_results") == 1);
+    });
+}
+
 TEST_CASE("adapters.postgres: a lone single-statement job runs without a transaction of its own, others in one") {
     namespace pg = stem::detail::postgres;
     pg::database_options o;

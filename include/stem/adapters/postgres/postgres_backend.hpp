@@ -306,8 +306,8 @@ private:
             auto due = next_cleanup.load();
             if (now < due || !next_cleanup.compare_exchange_strong(due, now + std::int64_t(opts.cleanup_interval.count()) * 1000))
                 return;
-            c.exec(sql.expire, now);
-            c.exec(sql.expire_groups, now);
+            c.exec_inline(sql.expire, now);
+            c.exec_inline(sql.expire_groups, now);
         }
     };
 

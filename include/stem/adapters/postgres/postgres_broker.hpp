@@ -469,8 +469,8 @@ private:
                    std::vector<delivery>& out) {
             if (now >= next_sweep.load()) {  // retention of dead letters and broadcasts, once a minute
                 next_sweep = now + 60'000'000;
-                c.exec(sql.dead_expire, now - std::int64_t(opts.dead_letter_retention.count()) * 1000);
-                c.exec(sql.broadcast_expire, now - std::int64_t(opts.broadcast_retention.count()) * 1000);
+                c.exec_inline(sql.dead_expire, now - std::int64_t(opts.dead_letter_retention.count()) * 1000);
+                c.exec_inline(sql.broadcast_expire, now - std::int64_t(opts.broadcast_retention.count()) * 1000);
             }
             auto r = c.exec(sql.claim, now, std::int64_t(max), std::int64_t(opts.default_visibility_timeout.count()), queues);
             struct row {

@@ -49,6 +49,14 @@ public:
     }
     /// Runs `sql` as is (no parameters).
     pqxx::result exec_raw(const std::string& sql) { return tx_->exec(sql); }
+    /// Runs `sql` with `$1` written out as `value`, unprepared, so that it is planned for
+    /// that value: for the rare sweeps of expired rows, where the one generic plan of a
+    /// prepared statement would read the whole table instead of the index.
+    pqxx::result exec_inline(std::string sql, std::int64_t value) {
+        for (auto at = sql.find("$1"); at != std::string::npos; at = sql.find("$1", at))
+            sql.replace(at, 2, std::to_string(value));
+        return tx_->exec(sql);
+    }
     /// Loads `rows` (tuples in the order of `columns`) into `table` with COPY.
     template <class Rows>
     void copy(const std::string& table, const std::vector<std::string>& columns, const Rows& rows) {
