@@ -1,6 +1,7 @@
 // The worker on the SQLite adapters: a corrupt row is dead-lettered and the worker keeps
 // going; a worker process killed mid-task loses nothing (the task runs again after its
 // lease and completes); bad URLs are refused with a clear error.
+#include "contracts/broker_kit.hpp"
 #include "support/async.hpp"
 #include "support/fault_kit.hpp"
 #include "support/runtime.hpp"
@@ -77,6 +78,34 @@ TEST_CASE("adapters.sqlite: a corrupt row is dead-lettered with the reason and t
         CHECK(stats.dead == 1);
         co_await app.shutdown();
     });
+}
+
+TEST_CASE("adapters.sqlite: a waiting consumer takes a delayed task when it falls due and an expired lease at once, not at its next poll") {
+    auto o = sqlite_broker_opts(stem_test::scratch_file("broker"));
+    o.poll_interval = 30s;  // no poll can be what finds them
+    stem_test::run([&]() -> awaitable<void> {
+        stem::sqlite_broker b{o};
+        auto e = broker_kit::make_env("default");
+        e.not_before = stem::clock::now() + 300ms;
+        e.visibility_timeout = 400ms;
+        co_await b.publish(e);
+        auto sub = broker_kit::sub_of("default");
+        auto t0 = std::chrono::steady_clock::now();
+        auto got = co_await b.consume(sub, 1, 20s);  // waits: nothing is visible yet
+        auto waited = std::chrono::steady_clock::now() - t0;
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].env.id == e.id);
+        CHECK(waited >= 250ms);
+        CHECK(waited < 5s);
+        // Not acked: its lease runs out after 400 ms and the waiting consumer takes it again.
+        t0 = std::chrono::steady_clock::now();
+        auto again = co_await b.consume(sub, 1, 20s);
+        waited = std::chrono::steady_clock::now() - t0;
+        REQUIRE(again.size() == 1);
+        CHECK(again[0].env.id == e.id);
+        CHECK(waited < 5s);
+        CHECK(co_await b.ack(again[0]));
+    }, 60s);
 }
 
 TEST_CASE("adapters.sqlite: a worker process killed mid-task: the task runs again after its lease and completes") {

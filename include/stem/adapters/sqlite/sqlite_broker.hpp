@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -100,16 +101,24 @@ public:
                 std::lock_guard lk(s->mu);
                 s->channels.read(sub, max, out);
             }
+            // Nothing to claim: the soonest instant a row of these queues becomes visible (a
+            // delay ending, a lease running out) ends the wait, as nothing else marks it.
+            std::optional<std::int64_t> next_visible;
             if (out.size() < max && !sub.queues.empty()) {
                 auto now = to_unix_micros(clock::now());
                 std::size_t want = max - out.size();
-                auto claimed = co_await s->db->run(
-                    [s = s.get(), &sub, want, now](detail::sqlite::connection& c) { return s->claim(c, sub.queues, want, now); });
+                auto claimed = co_await s->db->run([s = s.get(), &sub, want, now, &next_visible](detail::sqlite::connection& c) {
+                    auto got = s->claim(c, sub.queues, want, now);
+                    if (got.empty()) next_visible = s->next_visible(c, sub.queues, now);
+                    return got;
+                });
                 for (auto& d : claimed) out.push_back(std::move(d));
             }
             auto left = deadline - std::chrono::steady_clock::now();
             if (!out.empty() || left <= decltype(left)::zero()) co_return out;
-            co_await w->wait_until(std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval));
+            auto until = std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval);
+            if (next_visible) until = std::min(until, detail::steady_deadline(from_unix_micros(*next_visible)));
+            co_await w->wait_until(until);
         }
     }
 
@@ -399,8 +408,26 @@ private:
             return sql;
         }
 
+        /// The soonest `visible_at` after ?1 among `n` queues (?2…): one probe of the claim
+        /// index per queue and priority, however many rows wait.
+        const std::string& next_visible(std::size_t n) {
+            if (next_.size() < n) next_.resize(n);
+            auto& sql = next_[n - 1];
+            if (!sql.empty()) return sql;
+            std::string probes;
+            for (std::size_t i = 0; i < n; ++i) {
+                if (i) probes += " UNION ALL ";
+                probes += fmt::format("SELECT (SELECT visible_at FROM {0}_jobs WHERE queue = ?{1} AND priority = p.column1 "
+                                      "AND visible_at > ?1 ORDER BY visible_at LIMIT 1) AS v "
+                                      "FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS p",
+                                      ns_, i + 2);
+            }
+            sql = fmt::format("SELECT MIN(v) FROM ({})", probes);
+            return sql;
+        }
+
     private:
-        std::vector<std::string> claim_;
+        std::vector<std::string> claim_, next_;
     };
 
     struct state {
@@ -437,6 +464,16 @@ private:
             q.bind(4, now);
             q.bind(5, text);
             q.exec();
+        }
+        std::optional<std::int64_t> next_visible(detail::sqlite::connection& c, const std::vector<std::string>& queues,
+                                                 std::int64_t now) {
+            auto& q = c.query(sql.next_visible(queues.size()));
+            q.bind(1, now);
+            for (std::size_t i = 0; i < queues.size(); ++i) q.bind(int(i + 2), queues[i]);
+            std::optional<std::int64_t> out;
+            if (q.executeStep() && !q.getColumn(0).isNull()) out = q.getColumn(0).getInt64();
+            q.reset();
+            return out;
         }
         bool move_to_dead(detail::sqlite::connection& c, std::int64_t seq, std::int64_t token, const std::string& reason,
                           std::int64_t now) {
