@@ -59,6 +59,33 @@ inline stem::subscription sub_of2(std::string q1, std::string q2) {
     return s;
 }
 
+/// For a broker whose idle consumers poll rarely (the caller sets its poll interval far
+/// beyond these waits): a waiting consumer takes a delayed task when it falls due, and an
+/// expired lease at once, so neither can have been found by a poll.
+template <class B>
+stem_test::awaitable<void> wakes_when_delay_and_lease_end(B& b) {
+    auto e = make_env("default");
+    e.not_before = stem::clock::now() + 300ms;
+    e.visibility_timeout = 400ms;
+    co_await b.publish(e);
+    auto sub = sub_of("default");
+    auto t0 = std::chrono::steady_clock::now();
+    auto got = co_await b.consume(sub, 1, 20s);  // waits: nothing is visible yet
+    auto waited = std::chrono::steady_clock::now() - t0;
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].env.id == e.id);
+    CHECK(waited >= 250ms);
+    CHECK(waited < 5s);
+    // Not acked: its lease runs out after 400 ms and the waiting consumer takes it again.
+    t0 = std::chrono::steady_clock::now();
+    auto again = co_await b.consume(sub, 1, 20s);
+    waited = std::chrono::steady_clock::now() - t0;
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].env.id == e.id);
+    CHECK(waited < 5s);
+    CHECK(co_await b.ack(again[0]));
+}
+
 template <class F>
 void publish_consume_ack_once() {
     stem_test::run([]() -> awaitable<void> {

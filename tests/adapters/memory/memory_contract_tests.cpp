@@ -1,5 +1,5 @@
 // The broker and backend contract kits, run against the memory adapters, directly and
-// through the type-erased any_broker / any_backend.
+// through the type-erased any_broker / any_backend; the memory broker's wake-ups.
 #include "contracts/backend_kit.hpp"
 #include "contracts/broker_kit.hpp"
 
@@ -32,3 +32,10 @@ STEM_BROKER_CONTRACT_TESTS(memory_broker_fixture, "memory")
 STEM_BROKER_CONTRACT_TESTS(any_memory_broker_fixture, "any(memory)")
 STEM_BACKEND_CONTRACT_TESTS(memory_backend_fixture, "memory")
 STEM_BACKEND_CONTRACT_TESTS(any_memory_backend_fixture, "any(memory)")
+
+TEST_CASE("adapters.memory: a waiting consumer takes a delayed task when it falls due and an expired lease at once") {
+    stem_test::run([]() -> stem_test::awaitable<void> {
+        stem::memory_broker b;
+        co_await broker_kit::wakes_when_delay_and_lease_end(b);
+    }, std::chrono::seconds(60));
+}

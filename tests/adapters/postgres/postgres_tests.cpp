@@ -55,6 +55,15 @@ stem::postgres_backend_options backend_opts(std::string ns) {
     return o;
 }
 
+/// Options of a database of one connection on the test server.
+stem::detail::postgres::database_options one_connection() {
+    stem::detail::postgres::database_options o;
+    o.conninfo = pg_url();
+    o.display = "test";
+    o.pool_size = 1;
+    return o;
+}
+
 struct pg_broker_fixture {
     static stem::postgres_broker make() { return stem::postgres_broker{broker_opts(fresh_namespace())}; }
     // A second broker object on the same tables: another pool, as another process would have.
@@ -91,26 +100,7 @@ TEST_CASE("adapters.postgres: a waiting consumer takes a delayed task when it fa
     o.poll_interval = 30s;  // no poll can be what finds them
     stem_test::run([&]() -> awaitable<void> {
         stem::postgres_broker b{o};
-        auto e = broker_kit::make_env("default");
-        e.not_before = stem::clock::now() + 300ms;
-        e.visibility_timeout = 400ms;
-        co_await b.publish(e);
-        auto sub = broker_kit::sub_of("default");
-        auto t0 = std::chrono::steady_clock::now();
-        auto got = co_await b.consume(sub, 1, 20s);  // waits: nothing is visible yet
-        auto waited = std::chrono::steady_clock::now() - t0;
-        REQUIRE(got.size() == 1);
-        CHECK(got[0].env.id == e.id);
-        CHECK(waited >= 250ms);
-        CHECK(waited < 5s);
-        // Not acked: its lease runs out after 400 ms and the waiting consumer takes it again.
-        t0 = std::chrono::steady_clock::now();
-        auto again = co_await b.consume(sub, 1, 20s);
-        waited = std::chrono::steady_clock::now() - t0;
-        REQUIRE(again.size() == 1);
-        CHECK(again[0].env.id == e.id);
-        CHECK(waited < 5s);
-        CHECK(co_await b.ack(again[0]));
+        co_await broker_kit::wakes_when_delay_and_lease_end(b);
     }, 60s);
 }
 
@@ -156,11 +146,7 @@ TEST_CASE("adapters.postgres: sweeps delete expired dead letters, broadcasts and
     auto ro = backend_opts(ns);
     ro.cleanup_interval = 0ms;  // at every status write
     namespace pg = stem::detail::postgres;
-    pg::database_options o;
-    o.conninfo = pg_url();
-    o.display = "test";
-    o.pool_size = 1;
-    pg::database db(o);
+    pg::database db(one_connection());
     auto rows = [&](std::string table) -> awaitable<int> {
         co_return co_await db.run([&](pg::connection& c) { return c.exec_raw("SELECT count(*) FROM " + ns + table)[0][0].as<int>(); });
     };
@@ -175,7 +161,10 @@ TEST_CASE("adapters.postgres: sweeps delete expired dead letters, broadcasts and
         }
         stem::postgres_backend r{ro};
         auto old = broker_kit::make_env("sq");
-        stem::task_status st{.id = old.id, .name = "kit.task", .state = stem::task_state::succeeded};
+        stem::task_status st;
+        st.id = old.id;
+        st.name = "kit.task";
+        st.state = stem::task_state::succeeded;
         co_await r.set(st, 100ms);
         co_await stem_test::elapse(400ms);
         // Kept: a newer dead letter, and a result with the default TTL.
@@ -194,11 +183,7 @@ TEST_CASE("adapters.postgres: sweeps delete expired dead letters, broadcasts and
 
 TEST_CASE("adapters.postgres: a lone single-statement job runs without a transaction of its own, others in one") {
     namespace pg = stem::detail::postgres;
-    pg::database_options o;
-    o.conninfo = pg_url();
-    o.display = "test";
-    o.pool_size = 1;
-    pg::database db(o);
+    pg::database db(one_connection());
     // SAVEPOINT is refused outside a transaction block.
     auto savepoint = [](pg::connection& c) { c.exec_raw("SAVEPOINT probe"); };
     stem_test::run([&]() -> awaitable<void> {

@@ -57,6 +57,14 @@ STEM_BROKER_CONTRACT_TESTS(url_redis_broker_fixture, "any(redis)")
 STEM_BACKEND_CONTRACT_TESTS(redis_backend_fixture, "redis")
 STEM_BACKEND_CONTRACT_TESTS(url_redis_backend_fixture, "any(redis)")
 
+// No poll: the blocking read ends when the soonest delay or lease does.
+TEST_CASE("adapters.redis: a waiting consumer takes a delayed task when it falls due and an expired lease at once") {
+    stem_test::run([]() -> awaitable<void> {
+        auto b = redis_broker_fixture::make();
+        co_await broker_kit::wakes_when_delay_and_lease_end(b);
+    }, 60s);
+}
+
 TEST_CASE("adapters.redis: URLs: user, password, database and TLS are read, bad ones are refused without the password") {
     auto c = stem::redis::config::from_url("redis://app:s3cret@cache.example:6380/4");
     CHECK(c.host == "cache.example");

@@ -85,26 +85,7 @@ TEST_CASE("adapters.sqlite: a waiting consumer takes a delayed task when it fall
     o.poll_interval = 30s;  // no poll can be what finds them
     stem_test::run([&]() -> awaitable<void> {
         stem::sqlite_broker b{o};
-        auto e = broker_kit::make_env("default");
-        e.not_before = stem::clock::now() + 300ms;
-        e.visibility_timeout = 400ms;
-        co_await b.publish(e);
-        auto sub = broker_kit::sub_of("default");
-        auto t0 = std::chrono::steady_clock::now();
-        auto got = co_await b.consume(sub, 1, 20s);  // waits: nothing is visible yet
-        auto waited = std::chrono::steady_clock::now() - t0;
-        REQUIRE(got.size() == 1);
-        CHECK(got[0].env.id == e.id);
-        CHECK(waited >= 250ms);
-        CHECK(waited < 5s);
-        // Not acked: its lease runs out after 400 ms and the waiting consumer takes it again.
-        t0 = std::chrono::steady_clock::now();
-        auto again = co_await b.consume(sub, 1, 20s);
-        waited = std::chrono::steady_clock::now() - t0;
-        REQUIRE(again.size() == 1);
-        CHECK(again[0].env.id == e.id);
-        CHECK(waited < 5s);
-        CHECK(co_await b.ack(again[0]));
+        co_await broker_kit::wakes_when_delay_and_lease_end(b);
     }, 60s);
 }
 
