@@ -14,6 +14,7 @@
 #include <stem/runtime/retry.hpp>
 #include <stem/runtime/task_context.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -149,7 +150,8 @@ public:
         info_.queues = opts_.queues;
         info_.broadcasts = opts_.broadcasts;
         info_.concurrency = opts_.concurrency;
-        sub_.queues = opts_.queues;
+        for (auto& q : opts_.queues)  // each queue once: a repeated name would take a claim's places twice
+            if (std::find(sub_.queues.begin(), sub_.queues.end(), q) == sub_.queues.end()) sub_.queues.push_back(q);
         sub_.broadcasts = opts_.broadcasts;
         sub_.consumer = info_.id;
     }

@@ -150,34 +150,40 @@ TEST_CASE("adapters.postgres: sweeps delete expired dead letters, broadcasts and
     auto rows = [&](std::string table) -> awaitable<int> {
         co_return co_await db.run([&](pg::connection& c) { return c.exec_raw("SELECT count(*) FROM " + ns + table)[0][0].as<int>(); });
     };
-    stem_test::run([&]() -> awaitable<void> {
-        {
-            stem::postgres_broker b{bo};
-            co_await b.publish(broker_kit::make_env("sq"));
-            auto got = co_await b.consume(broker_kit::sub_of("sq"s), 1, 1s);  // the first claim sweeps (nothing yet)
-            REQUIRE(got.size() == 1);
-            CHECK(co_await b.dead_letter(got[0], "test"));
-            co_await b.broadcast("sweep", broker_kit::make_env("sq"));
-        }
-        stem::postgres_backend r{ro};
-        auto old = broker_kit::make_env("sq");
+    auto result = [](std::string id) {
         stem::task_status st;
-        st.id = old.id;
+        st.id = std::move(id);
         st.name = "kit.task";
         st.state = stem::task_state::succeeded;
-        co_await r.set(st, 100ms);
-        co_await stem_test::elapse(400ms);
-        // Kept: a newer dead letter, and a result with the default TTL.
-        stem::postgres_broker b{bo};  // a fresh object sweeps at its first claim
+        return st;
+    };
+    stem_test::run([&]() -> awaitable<void> {
+        auto sub = broker_kit::sub_of("sq"s);
+        stem::postgres_broker b{bo};
+        stem::postgres_backend r{ro};
         co_await b.publish(broker_kit::make_env("sq"));
-        auto got = co_await b.consume(broker_kit::sub_of("sq"s), 1, 1s);
+        co_await b.publish(broker_kit::make_env("sq"));
+        auto got = co_await b.consume(sub, 1, 1s);  // this object's first claim sweeps (nothing yet)
         REQUIRE(got.size() == 1);
-        CHECK(co_await b.dead_letter(got[0], "kept"));
-        st.id = got[0].env.id;
-        co_await r.set(st, std::nullopt);  // sweeps the expired result
+        CHECK(co_await b.dead_letter(got[0], "old"));
+        co_await b.broadcast("sweep", broker_kit::make_env("sq"));
+        co_await r.set(result(got[0].env.id), 100ms);
+        co_await r.set(result("kept-result"), std::nullopt);
+        co_await stem_test::elapse(400ms);
+        // Written after the wait, before the sweeps: young enough to stay.
+        got = co_await b.consume(sub, 1, 1s);  // no sweep: this object swept less than a minute ago
+        REQUIRE(got.size() == 1);
+        CHECK(co_await b.dead_letter(got[0], "new"));
+        co_await b.broadcast("sweep", broker_kit::make_env("sq"));
+        CHECK(co_await rows("_dead_letters") == 2);
+        CHECK(co_await rows("_broadcasts") == 2);
+        // A fresh object sweeps at its first claim; a status write sweeps the results.
+        stem::postgres_broker sweeper{bo};
+        CHECK((co_await sweeper.consume(sub, 1, 0ms)).empty());
+        co_await r.set(result("another"), std::nullopt);
         CHECK(co_await rows("_dead_letters") == 1);
-        CHECK(co_await rows("_broadcasts") == 0);
-        CHECK(co_await rows("_results") == 1);
+        CHECK(co_await rows("_broadcasts") == 1);
+        CHECK(co_await rows("_results") == 2);
     });
 }
 
@@ -195,10 +201,11 @@ TEST_CASE("adapters.postgres: a lone single-statement job runs without a transac
             refused = std::string(e.what()).find("transaction block") != std::string::npos;
         }
         CHECK(refused);
-        // The connection goes on serving jobs, and plans each statement once.
-        CHECK(co_await db.run_single([](pg::connection& c) {
-            return c.exec_raw("SHOW plan_cache_mode")[0][0].as<std::string>();
-        }) == "force_generic_plan");
+        // The connection goes on serving jobs. A lazy transaction plans each prepared
+        // statement once; others keep the server's setting.
+        auto plans = [](pg::connection& c) { return c.exec_raw("SHOW plan_cache_mode")[0][0].as<std::string>(); };
+        CHECK(co_await db.run(plans, stem::detail::commit_mode::lazy) == "force_generic_plan");
+        CHECK(co_await db.run(plans) == "auto");
         co_await db.run(savepoint, stem::detail::commit_mode::lazy);
     });
 }

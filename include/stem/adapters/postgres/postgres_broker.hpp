@@ -115,7 +115,9 @@ public:
             s->waiters.add(w);  // before looking: a publish or NOTIFY from now on wakes us
             auto now = to_unix_micros(clock::now());
             // Nothing to claim: the soonest instant a row of these queues becomes visible (a
-            // delay ending, a lease running out) ends the wait, as no NOTIFY marks it.
+            // delay ending, a lease running out) ends the wait, as no NOTIFY marks it. A row
+            // visible already is locked by another consumer's claim, which may leave it (a
+            // claim over several queues locks up to `max` rows in each): look again shortly.
             std::optional<std::int64_t> next_visible;
             auto out = co_await s->db.run([s = s.get(), &sub, &queues, &next_visible, max, now](detail::postgres::connection& c) {
                 std::vector<delivery> got;
@@ -123,7 +125,7 @@ public:
                 if (got.size() < max && !sub.queues.empty()) {
                     s->claim(c, queues, max - got.size(), now, got);
                     if (got.empty()) {
-                        auto r = c.exec(s->sql.next_visible, now, queues);
+                        auto r = c.exec(s->sql.next_visible, queues);
                         next_visible.reset();
                         if (!r[0][0].is_null()) next_visible = r[0][0].as<std::int64_t>();
                     }
@@ -133,7 +135,9 @@ public:
             auto left = deadline - std::chrono::steady_clock::now();
             if (!out.empty() || left <= decltype(left)::zero()) co_return out;
             auto until = std::min(deadline, std::chrono::steady_clock::now() + s->opts.poll_interval);
-            if (next_visible) until = std::min(until, detail::steady_deadline(from_unix_micros(*next_visible)));
+            if (next_visible)
+                until = std::min(until, *next_visible <= now ? std::chrono::steady_clock::now() + locked_retry
+                                                             : detail::steady_deadline(from_unix_micros(*next_visible)));
             co_await w->wait_until(until);
         }
     }
@@ -373,9 +377,9 @@ private:
               // One index probe per queue and priority (the claim index orders visible_at
               // within them), however many rows wait.
               next_visible(fmt::format(
-                  "SELECT min(n.visible_at) FROM unnest($2::text[]) AS q(name) CROSS JOIN generate_series(0, 9) AS p(priority) "
+                  "SELECT min(n.visible_at) FROM unnest($1::text[]) AS q(name) CROSS JOIN generate_series(0, 9) AS p(priority) "
                   "CROSS JOIN LATERAL (SELECT visible_at FROM {0}_jobs WHERE queue = q.name AND priority = p.priority "
-                  "AND visible_at > $1 ORDER BY visible_at LIMIT 1) AS n", ns)),
+                  "ORDER BY visible_at LIMIT 1) AS n", ns)),
               ack_many(fmt::format("DELETE FROM {0}_jobs AS j USING unnest($1::bigint[], $2::bigint[]) AS x(seq, token) "
                                    "WHERE j.seq = x.seq AND j.token = x.token AND j.leased RETURNING j.seq", ns)),
               requeue(fmt::format("UPDATE {0}_jobs SET leased = false, visible_at = $3 WHERE seq = $1 AND token = $2 AND leased", ns)),
@@ -524,6 +528,9 @@ private:
         for (auto* r : refs) out.push_back(gone.contains(r->seq));
         return out;
     }
+
+    /// How soon a consumer looks again when the only visible rows were locked by another claim.
+    static constexpr std::chrono::milliseconds locked_retry{5};
 
     static std::int64_t visibility_ms(const envelope& e) {
         return e.visibility_timeout ? std::int64_t(e.visibility_timeout->count()) : 0;

@@ -67,21 +67,26 @@ public:
     /// Quotes a string literal for this connection.
     std::string quote(const std::string& s) { return tx_->quote(s); }
 
-    /// Opens a transaction; `lazy`: its commit does not wait for the WAL flush. With
-    /// `autocommit`, no transaction is opened: each statement commits by itself, with the
-    /// server's setting.
+    /// Opens a transaction. A `lazy` one does not wait for the WAL flush at commit, and
+    /// plans each prepared statement once (`plan_cache_mode`): its statements (claims, acks,
+    /// lease extensions, `running` statuses) are simple and frequent, and PostgreSQL would
+    /// otherwise plan them again at each call. With `autocommit`, no transaction is opened:
+    /// each statement commits by itself, with the server's settings.
     void begin(commit_mode m, bool autocommit = false) {
         tx_ = std::make_unique<pqxx::nontransaction>(c_);
         open_ = !autocommit;
-        if (open_) tx_->exec(m == commit_mode::lazy ? "BEGIN; SET LOCAL synchronous_commit TO off" : "BEGIN");
+        if (!open_) return;
+        if (m == commit_mode::durable) tx_->exec("BEGIN");
+        else if (c_.server_version() < 120000) tx_->exec("BEGIN; SET LOCAL synchronous_commit TO off");
+        else tx_->exec("BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan");
     }
     void commit() {
         // A statement that fails throws out of its job, and the session then aborts instead:
         // a COMMIT here never ends a failed transaction (which the server would roll back
         // without an error).
         if (open_) {
-            open_ = false;
             tx_->exec("COMMIT");
+            open_ = false;
         }
         tx_->commit();
         tx_.reset();
@@ -90,10 +95,13 @@ public:
         try {
             if (open_ && tx_) tx_->exec("ROLLBACK");
         } catch (...) {
+            broken_ = true;  // the server may still hold the transaction: reconnect
         }
         open_ = false;
         tx_.reset();
     }
+    /// True when a transaction could not be ended: the connection must be reopened.
+    bool broken() const noexcept { return broken_; }
     void forget_prepared() { names_.clear(); }
 
 private:
@@ -108,7 +116,8 @@ private:
     }
     pqxx::connection& c_;
     std::unique_ptr<pqxx::nontransaction> tx_;
-    bool open_ = false;  // a BEGIN was sent and not yet ended
+    bool open_ = false;    // a BEGIN was sent and not yet ended
+    bool broken_ = false;  // a ROLLBACK failed
     std::unordered_map<std::string, std::string> names_;
 };
 
@@ -133,9 +142,9 @@ public:
 
     template <class F>
     void run_now(F& f) {
-        if (!c_ || !c_->is_open()) open();
-        conn_->begin(commit_mode::durable);
+        if (!usable()) open();
         try {
+            conn_->begin(commit_mode::durable);
             f(*conn_);
             conn_->commit();
         } catch (...) {
@@ -150,7 +159,7 @@ private:
     /// The connection is (re)opened first when it is missing or was lost.
     bool attempt(std::vector<std::unique_ptr<pool_job<connection>>>& jobs) {
         try {
-            if (!c_ || !c_->is_open()) open();
+            if (!usable()) open();
             // Nothing here needs its commit on disk before it is reported: skip the WAL
             // flush (the server's own setting applies to every other transaction). A lone
             // durable job whose statements need not be undone together runs in autocommit.
@@ -190,6 +199,8 @@ private:
         }
     }
 
+    bool usable() const noexcept { return c_ && conn_ && c_->is_open() && !conn_->broken(); }
+
     void open() {
         conn_.reset();
         c_.reset();
@@ -204,11 +215,6 @@ private:
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
         c_->inhibit_reactivation(true);
 #pragma GCC diagnostic pop
-        // Each prepared statement keeps one plan instead of being planned again at each
-        // execution (PostgreSQL's default when a statement's parameters could change the
-        // plan): the statements here are simple, and planning a claim took longer than
-        // running it.
-        if (c_->server_version() >= 120000) pqxx::nontransaction(*c_).exec("SET plan_cache_mode TO force_generic_plan");
         conn_ = std::make_unique<connection>(*c_);
     }
 
