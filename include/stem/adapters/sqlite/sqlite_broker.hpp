@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -390,43 +391,42 @@ private:
         /// visible, then publication order; one atomic UPDATE … RETURNING.
         /// ?1 now (µs), ?2 how many, ?3 default lease (ms), ?4… the queue names.
         const std::string& claim(std::size_t n) {
-            if (claim_.size() < n) claim_.resize(n);
-            auto& sql = claim_[n - 1];
-            if (!sql.empty()) return sql;
-            std::string pick;
-            for (std::size_t i = 0; i < n; ++i) {
-                if (i) pick += " UNION ALL ";
-                pick += fmt::format("SELECT * FROM (SELECT seq, priority, visible_at FROM {0}_jobs WHERE queue = ?{1} "
-                                    "AND visible_at <= ?1 ORDER BY priority DESC, visible_at LIMIT ?2)",
-                                    ns_, i + 4);
-            }
-            sql = fmt::format("UPDATE {0}_jobs SET leased = 1, token = token + 1, "
-                              "visible_at = ?1 + 1000 * COALESCE(visibility_ms, ?3) "
-                              "WHERE seq IN (SELECT seq FROM ({1}) ORDER BY priority DESC, visible_at, seq LIMIT ?2) "
-                              "RETURNING seq, token, visible_at, queue, priority, envelope, id",
-                              ns_, pick);
-            return sql;
+            return per_queue(claim_, n, 4,
+                             "SELECT * FROM (SELECT seq, priority, visible_at FROM {0}_jobs WHERE queue = ?{1} "
+                             "AND visible_at <= ?1 ORDER BY priority DESC, visible_at LIMIT ?2)",
+                             "UPDATE {0}_jobs SET leased = 1, token = token + 1, "
+                             "visible_at = ?1 + 1000 * COALESCE(visibility_ms, ?3) "
+                             "WHERE seq IN (SELECT seq FROM ({1}) ORDER BY priority DESC, visible_at, seq LIMIT ?2) "
+                             "RETURNING seq, token, visible_at, queue, priority, envelope, id");
         }
 
         /// The soonest `visible_at` after ?1 among `n` queues (?2…): one probe of the claim
         /// index per queue and priority, however many rows wait.
         const std::string& next_visible(std::size_t n) {
-            if (next_.size() < n) next_.resize(n);
-            auto& sql = next_[n - 1];
-            if (!sql.empty()) return sql;
-            std::string probes;
-            for (std::size_t i = 0; i < n; ++i) {
-                if (i) probes += " UNION ALL ";
-                probes += fmt::format("SELECT (SELECT visible_at FROM {0}_jobs WHERE queue = ?{1} AND priority = p.column1 "
-                                      "AND visible_at > ?1 ORDER BY visible_at LIMIT 1) AS v "
-                                      "FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS p",
-                                      ns_, i + 2);
-            }
-            sql = fmt::format("SELECT MIN(v) FROM ({})", probes);
-            return sql;
+            return per_queue(next_, n, 2,
+                             "SELECT (SELECT visible_at FROM {0}_jobs WHERE queue = ?{1} AND priority = p.column1 "
+                             "AND visible_at > ?1 ORDER BY visible_at LIMIT 1) AS v "
+                             "FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS p",
+                             "SELECT MIN(v) FROM ({1})");
         }
 
     private:
+        /// `outer` around the UNION ALL of `part` for each of `n` queues, built once per `n`
+        /// (`{0}` is the namespace; in `part`, `{1}` is the queue's parameter, numbered from
+        /// `first`; in `outer`, `{1}` is the union).
+        const std::string& per_queue(std::vector<std::string>& cache, std::size_t n, std::size_t first,
+                                     std::string_view part, std::string_view outer) {
+            if (cache.size() < n) cache.resize(n);
+            auto& sql = cache[n - 1];
+            if (!sql.empty()) return sql;
+            std::string parts;
+            for (std::size_t i = 0; i < n; ++i) {
+                if (i) parts += " UNION ALL ";
+                parts += fmt::format(fmt::runtime(part), ns_, first + i);
+            }
+            sql = fmt::format(fmt::runtime(outer), ns_, parts);
+            return sql;
+        }
         std::vector<std::string> claim_, next_;
     };
 
