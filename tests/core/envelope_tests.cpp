@@ -98,6 +98,18 @@ TEST_CASE("core.envelope: full round trip through JSON text compares equal") {
     CHECK(stem::serialize(back) == text);
 }
 
+TEST_CASE("core.envelope: the text written field by field is the object form's, byte for byte") {
+    auto e = full_envelope();
+    CHECK(stem::serialize(e) == json::serialize(stem::to_json(e)));
+    // Keys and values that must be escaped, binary arguments, a minimal envelope.
+    e.headers["quote\"key\\\n"] = "value \"quoted\"\t\x01";
+    e.name = "n\u00e9\n";
+    e.args = std::string("\x00\xfe", 2);
+    CHECK(stem::serialize(e) == json::serialize(stem::to_json(e)));
+    CHECK(stem::parse_envelope(stem::serialize(e)) == e);
+    CHECK(stem::serialize(minimal_envelope()) == json::serialize(stem::to_json(minimal_envelope())));
+}
+
 TEST_CASE("core.envelope: JSON form uses the documented field names") {
     auto o = stem::to_json(full_envelope());
     CHECK(o.at("id") == json::value("0190a6a8-1c2d-7abc-8def-0123456789ab"));

@@ -75,6 +75,21 @@ TEST_CASE("core.task_status: full round trip through JSON text compares equal") 
     CHECK(back.finished_at == s.finished_at);
 }
 
+TEST_CASE("core.task_status: the text written field by field is the object form's, byte for byte") {
+    auto s = full_status();
+    CHECK(stem::serialize(s) == json::serialize(stem::to_json(s)));
+    // Strings that must be escaped, a binary result, a fractional progress, a sparse record.
+    s.name = "quote\" backslash\\ newline\n tab\t nul" + std::string(1, '\0') + " \x01 h\u00e9llo \u2603";
+    s.result = std::string("\xff\x00\x01", 3);
+    s.error->message = "line 1\nline \"2\"";
+    s.progress = 1.0 / 3;
+    CHECK(stem::serialize(s) == json::serialize(stem::to_json(s)));
+    CHECK(stem::task_status_from_json(json::parse(stem::serialize(s))) == s);
+    stem::task_status sparse;
+    sparse.id = "id-1";
+    CHECK(stem::serialize(sparse) == json::serialize(stem::to_json(sparse)));
+}
+
 TEST_CASE("core.task_status: JSON form") {
     auto o = stem::to_json(full_status());
     CHECK(o.at("state") == json::value("failed"));

@@ -27,20 +27,21 @@ inline time_point from_unix_micros(std::int64_t us) noexcept {
     return time_point{std::chrono::duration_cast<clock::duration>(std::chrono::microseconds{us})};
 }
 
-/// Formats `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
-inline std::string format_time(time_point t) {
+namespace detail {
+/// Writes `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC) into `out`: false, with nothing
+/// written, for a year outside 0-9999 (not with libstdc++'s nanosecond clock, but possible
+/// elsewhere). Statuses and envelopes carry several stamps each: fixed-width digits written
+/// in place cost a fraction of a run-time format string.
+inline bool write_time(char (&out)[27], time_point t) noexcept {
     using namespace std::chrono;
     auto us = floor<microseconds>(t);
     auto days = floor<std::chrono::days>(us);
     year_month_day ymd{days};
     hh_mm_ss hms{us - days};
     int year = int(ymd.year());
-    if (year < 0 || year > 9999)  // not with libstdc++'s nanosecond clock, but possible elsewhere
-        return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", year, unsigned(ymd.month()), unsigned(ymd.day()),
-                           hms.hours().count(), hms.minutes().count(), hms.seconds().count(), hms.subseconds().count());
-    // Statuses and envelopes carry several stamps each: fixed-width digits written in place
-    // cost a fraction of a run-time format string.
-    std::string out = "0000-00-00T00:00:00.000000Z";
+    if (year < 0 || year > 9999) return false;
+    constexpr std::string_view form = "0000-00-00T00:00:00.000000Z";
+    form.copy(out, form.size());
     auto put = [&out](std::size_t end, std::int64_t v) {
         for (auto i = end; v > 0; v /= 10) out[--i] = char('0' + v % 10);
     };
@@ -51,7 +52,22 @@ inline std::string format_time(time_point t) {
     put(16, hms.minutes().count());
     put(19, hms.seconds().count());
     put(26, hms.subseconds().count());
-    return out;
+    return true;
+}
+}  // namespace detail
+
+/// Formats `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
+inline std::string format_time(time_point t) {
+    char text[27];
+    if (detail::write_time(text, t)) return std::string(text, sizeof text);
+    using namespace std::chrono;
+    auto us = floor<microseconds>(t);
+    auto days = floor<std::chrono::days>(us);
+    year_month_day ymd{days};
+    hh_mm_ss hms{us - days};
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", int(ymd.year()), unsigned(ymd.month()),
+                       unsigned(ymd.day()), hms.hours().count(), hms.minutes().count(), hms.seconds().count(),
+                       hms.subseconds().count());
 }
 
 namespace detail {

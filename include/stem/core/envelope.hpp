@@ -6,6 +6,7 @@
 #include <stem/core/error.hpp>
 #include <stem/core/task_options.hpp>
 #include <stem/detail/json_fields.hpp>
+#include <stem/detail/json_writer.hpp>
 #include <stem/detail/text.hpp>
 
 #include <chrono>
@@ -154,8 +155,41 @@ inline envelope envelope_from_json(const boost::json::value& v) {
     return e;
 }
 
-/// Envelope to JSON text.
-inline std::string serialize(const envelope& e) { return boost::json::serialize(to_json(e)); }
+/// Envelope to JSON text: what `to_json` gives, written without building the object first.
+inline std::string serialize(const envelope& e) {
+    std::string out;
+    out.reserve(384 + e.args.size());
+    detail::json_writer w(out);
+    w.field("id", e.id);
+    w.field("name", e.name);
+    if (detail::is_json_safe_utf8(e.args)) w.field("args", e.args);
+    else w.field("args_base64", detail::base64_encode(e.args));
+    if (!e.headers.empty())
+        w.object("headers", [&](detail::json_writer& h) {
+            for (auto& [k, v] : e.headers) h.field_any_key(k, v);
+        });
+    if (!e.meta.empty()) w.field("meta", e.meta);
+    w.field("queue", e.queue);
+    w.field("priority", e.priority);
+    w.field("attempt", e.attempt);
+    w.field("max_retries", e.max_retries);
+    if (e.not_before) w.field("not_before", *e.not_before);
+    if (e.expires) w.field("expires", *e.expires);
+    if (e.visibility_timeout) w.field("visibility_timeout_ms", std::int64_t(e.visibility_timeout->count()));
+    w.field("enqueued_at", e.enqueued_at);
+    auto opt = [&](std::string_view k, const std::string& v) {
+        if (!v.empty()) w.field(k, v);
+    };
+    opt("group_id", e.group_id);
+    opt("chord_id", e.chord_id);
+    opt("parent_id", e.parent_id);
+    opt("root_id", e.root_id);
+    w.field("args_encoder", e.args_encoder);
+    w.field("result_encoder", e.result_encoder);
+    if (e.retry) w.field("retry_policy", to_json(*e.retry));
+    w.close();
+    return out;
+}
 
 /// JSON text to envelope; malformed JSON or fields give stem::error(invalid_envelope).
 inline envelope parse_envelope(std::string_view text) {

@@ -5,6 +5,7 @@
 #include <stem/core/clock.hpp>
 #include <stem/core/task_state.hpp>
 #include <stem/detail/json_fields.hpp>
+#include <stem/detail/json_writer.hpp>
 #include <stem/detail/text.hpp>
 
 #include <optional>
@@ -75,6 +76,42 @@ inline boost::json::object to_json(const task_status& s) {
     if (s.started_at) o["started_at"] = format_time(*s.started_at);
     if (s.finished_at) o["finished_at"] = format_time(*s.finished_at);
     return o;
+}
+
+/// The status as JSON text: what `to_json` gives, written without building the object
+/// first (backends store one or two per task).
+inline std::string serialize(const task_status& s) {
+    std::string out;
+    out.reserve(320 + s.id.size() + s.name.size() + (s.result ? s.result->size() : 0));
+    detail::json_writer w(out);
+    w.field("id", s.id);
+    w.field("name", s.name);
+    w.field("state", to_string(s.state));
+    if (s.result) {
+        if (detail::is_json_safe_utf8(*s.result)) w.field("result", *s.result);
+        else w.field("result_base64", detail::base64_encode(*s.result));
+    }
+    w.field("result_encoder", s.result_encoder);
+    if (s.error)
+        w.object("error", [&](detail::json_writer& e) {
+            e.field("type", s.error->type);
+            e.field("message", s.error->message);
+            e.field("context", s.error->context);
+            e.field("retryable", s.error->retryable);
+        });
+    w.field("attempt", s.attempt);
+    w.field("progress", boost::json::value(s.progress));
+    if (!s.progress_data.empty()) w.field("progress_data", s.progress_data);
+    if (!s.meta.empty()) w.field("meta", s.meta);
+    if (!s.queue.empty()) w.field("queue", s.queue);
+    if (!s.worker_id.empty()) w.field("worker_id", s.worker_id);
+    if (!s.group_id.empty()) w.field("group_id", s.group_id);
+    w.field("created_at", s.created_at);
+    w.field("updated_at", s.updated_at);
+    if (s.started_at) w.field("started_at", *s.started_at);
+    if (s.finished_at) w.field("finished_at", *s.finished_at);
+    w.close();
+    return out;
 }
 
 inline task_status task_status_from_json(const boost::json::value& v) {

@@ -127,7 +127,7 @@ public:
         }
         // Statuses written before the watch opened are not reported; remember the latest.
         auto st = co_await read(id);
-        if (st) src->last_seen = boost::json::serialize(to_json(*st));
+        if (st) src->last_seen = stem::serialize(*st);
         co_return status_watch{src};
     }
 
@@ -158,7 +158,7 @@ private:
                 }
                 if (!st) st = co_await read(id);  // another process may have written
                 if (st) {
-                    auto text = boost::json::serialize(to_json(*st));
+                    auto text = stem::serialize(*st);
                     if (text != last_seen) {
                         last_seen = std::move(text);
                         co_return st;

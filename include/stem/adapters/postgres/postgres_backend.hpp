@@ -52,7 +52,7 @@ public:
         auto now = clock::now();
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
-        std::string text = boost::json::serialize(to_json(st));
+        std::string text = serialize(st);
         status_row row{s.get(), st.id, std::string(to_string(st.state)), st.name, to_unix_micros(st.updated_at),
                        to_unix_micros(now + ttl.value_or(s->opts.default_ttl)), std::move(text), to_unix_micros(now)};
         // Status writes waiting for the same connection become one upsert. A `running`
@@ -118,7 +118,7 @@ public:
 
     awaitable<std::size_t> add_group_result(std::string group_id, task_status st) {
         auto s = s_;
-        std::string text = boost::json::serialize(to_json(st));
+        std::string text = serialize(st);
         auto now = to_unix_micros(clock::now());
         co_return co_await s->db.run([s = s.get(), &group_id, &st, &text, now](detail::postgres::connection& c) {
             // Locking the group row serialises concurrent completions: the count is exact.

@@ -52,7 +52,7 @@ public:
         if (st.created_at == time_point{}) st.created_at = now;
         std::string state_name(to_string(st.state));
         // What GET finds and what is published (see detail/backend_scripts.hpp).
-        auto stored = state_name + '\0' + st.name + '\0' + boost::json::serialize(to_json(st));
+        auto stored = state_name + '\0' + st.name + '\0' + serialize(st);
         state::write w{st.id, std::move(state_name), std::move(stored), ttl.value_or(s->opts.default_ttl).count()};
         co_await s->writes->submit(std::move(w));
         s->hub->published(st);
@@ -111,7 +111,7 @@ public:
 
     awaitable<std::size_t> add_group_result(std::string group_id, task_status st) {
         auto s = s_;
-        std::vector<std::string> args{group_id, st.id, boost::json::serialize(to_json(st))};
+        std::vector<std::string> args{group_id, st.id, serialize(st)};
         auto r = co_await s->eval(s->group_add, std::move(args));
         auto n = redis::integer(*r);
         if (n < 0) throw error(errc::not_found, fmt::format("group '{}' does not exist or has expired", group_id));

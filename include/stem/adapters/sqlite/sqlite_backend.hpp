@@ -52,7 +52,7 @@ public:
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
         status_row row{s.get(), st.id, std::string(to_string(st.state)), st.name, to_unix_micros(st.updated_at),
-                       to_unix_micros(now + ttl.value_or(s->opts.default_ttl)), boost::json::serialize(to_json(st)),
+                       to_unix_micros(now + ttl.value_or(s->opts.default_ttl)), serialize(st),
                        to_unix_micros(now)};
         // Status writes of one transaction run together (see set_many).
         co_await s->db->run_merged<&sqlite_backend::set_many>(std::move(row));
@@ -128,7 +128,7 @@ public:
 
     awaitable<std::size_t> add_group_result(std::string group_id, task_status st) {
         auto s = s_;
-        std::string text = boost::json::serialize(to_json(st));
+        std::string text = serialize(st);
         auto now = to_unix_micros(clock::now());
         co_return co_await s->db->run([s = s.get(), &group_id, &st, &text, now](detail::sqlite::connection& c) -> std::size_t {
             if (!s->group_alive(c, group_id, now))
