@@ -1,7 +1,7 @@
 // stem-bench — throughput and latency of stem on one thread, one JSON line per measure.
 //
 //   stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] [--measure enqueue|drain|latency|chord|all]
-//              [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]
+//              [--concurrency N] [--prefetch N] [--no-track-started] [--track-started-after MS] [--pool N] [--redis-same-thread]
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
 // directory under $TMPDIR, removed afterwards); each measure starts from empty files.
@@ -79,24 +79,26 @@ struct settings {
     std::size_t concurrency = 64;
     std::size_t prefetch = 16;
     bool track_started = true;
+    std::size_t track_started_after_ms = 10;  ///< worker_options::track_started_after
     std::size_t pool = 4;
     bool redis_same_thread = false;  ///< redis: connections on the bench's thread, not the shared I/O thread
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
     std::fprintf(stderr, "stem-bench: %s\nusage: stem-bench [--broker memory|sqlite|postgres|redis] [--url URL] [--tasks N] "
-                         "[--measure enqueue|drain|latency|chord|all] [--chord-size N] [--concurrency N] [--prefetch N] [--no-track-started] [--pool N] [--redis-same-thread]\n",
+                         "[--measure enqueue|drain|latency|chord|all] [--chord-size N] [--concurrency N] [--prefetch N] [--no-track-started] [--track-started-after MS] [--pool N] [--redis-same-thread]\n",
                  msg.c_str());
     std::exit(2);
 }
 
 settings parse_args(int argc, char** argv) {
     settings s;
-    auto number = [&](std::string_view flag, const char* v) -> std::size_t {
+    auto number = [&](std::string_view flag, const char* v, bool zero_ok = false) -> std::size_t {
         char* end = nullptr;
         errno = 0;
         auto n = std::strtoull(v, &end, 10);
-        if (errno || !end || *end || n == 0) usage_error(fmt::format("{} needs a positive whole number, got '{}'", flag, v));
+        if (errno || !end || *end || *v == '-' || (n == 0 && !zero_ok))
+            usage_error(fmt::format("{} needs a {} whole number, got '{}'", flag, zero_ok ? "non-negative" : "positive", v));
         return n;
     };
     for (int i = 1; i < argc; ++i) {
@@ -113,6 +115,7 @@ settings parse_args(int argc, char** argv) {
         else if (a == "--concurrency") s.concurrency = number(a, value());
         else if (a == "--prefetch") s.prefetch = number(a, value());
         else if (a == "--no-track-started") s.track_started = false;
+        else if (a == "--track-started-after") s.track_started_after_ms = number(a, value(), true);
         else if (a == "--redis-same-thread") s.redis_same_thread = true;
         else if (a == "--pool") s.pool = number(a, value());
         else if (a == "--help" || a == "-h") usage_error("help");
@@ -130,6 +133,7 @@ settings parse_args(int argc, char** argv) {
 boost::json::object settings_json(const settings& s) {
     boost::json::object o{{"tasks", s.tasks}, {"concurrency", s.concurrency}, {"prefetch", s.prefetch},
                           {"track_started", s.track_started}, {"results_stored", true}, {"threads", 1}};
+    if (s.track_started) o["track_started_after_ms"] = s.track_started_after_ms;
     if (s.broker == "postgres") o["pool"] = s.pool;
     if (s.broker == "redis") o["connections_on"] = s.redis_same_thread ? "bench thread" : "redis I/O thread";
     return o;
@@ -181,6 +185,7 @@ stem::app_options bench_options(const settings& s) {
     o.worker.concurrency = s.concurrency;
     o.worker.prefetch_multiplier = s.prefetch;
     o.worker.track_started = s.track_started;
+    o.worker.track_started_after = std::chrono::milliseconds(s.track_started_after_ms);
     o.worker.heartbeat_interval = 60s;
     o.signals_from_env = false;
     return o;

@@ -1,5 +1,6 @@
 // The worker and producer on the memory adapters: results, retries, dead letters,
-// time limits, pool execution, context helpers, shutdown modes, heartbeats.
+// time limits, pool execution, context helpers, shutdown modes, heartbeats, deferred
+// `running` records.
 #include "support/async.hpp"
 #include "support/runtime.hpp"
 
@@ -8,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
@@ -408,7 +410,9 @@ struct retries_itself : stem::task_definition<num_args, int> {
 
 TEST_CASE("runtime.context: progress is recorded, follow-ups carry parent and root, retry(countdown) reschedules") {
     asio::io_context io;
-    auto app = make_app(io, test_options(), parent_task{}, child_task{}, retries_itself{});
+    auto o = test_options();
+    o.worker.track_started_after = 0ms;  // `running` as the handler starts
+    auto app = make_app(io, std::move(o), parent_task{}, child_task{}, retries_itself{});
     app->start();
     stem_test::run(io, [&]() -> awaitable<void> {
         stem::enqueue_options o;
@@ -664,15 +668,17 @@ struct looks_at_itself : stem::task_definition<num_args, std::string> {
 /// A started app whose tasks look at `backend`'s store.
 template <class Backend>
 auto looking_app(asio::io_context& io, Backend& backend) {
+    auto o = test_options();
+    o.worker.track_started_after = 0ms;  // `running` as the handler starts
     auto app = std::make_unique<stem::app<stem::memory_broker, Backend, stem::tasks<looks_at_itself>>>(
-        io, stem::memory_broker{}, backend, stem::tasks<looks_at_itself>{looks_at_itself{{}, backend.inner}}, test_options());
+        io, stem::memory_broker{}, backend, stem::tasks<looks_at_itself>{looks_at_itself{{}, backend.inner}}, std::move(o));
     app->start();
     return app;
 }
 
 }  // namespace
 
-TEST_CASE("runtime.worker: the running record starts before the handler and never replaces a later write") {
+TEST_CASE("runtime.worker: with track_started_after 0, the running record starts before the handler and never replaces a later write") {
     SUBCASE("in-order backend: the write starts at once, and the handler sees its own `running` status") {
         asio::io_context io;
         remote_like_backend<true, 0> backend;
@@ -702,4 +708,105 @@ TEST_CASE("runtime.worker: the running record starts before the handler and neve
             co_await app->shutdown();
         });
     }
+}
+
+namespace {
+
+/// A memory backend that keeps, per task, the states and progress written, in order.
+struct recording_backend {
+    using opt_ms = std::optional<std::chrono::milliseconds>;
+    stem::memory_backend inner;
+    std::shared_ptr<std::map<std::string, std::vector<stem::task_status>>> writes =
+        std::make_shared<std::map<std::string, std::vector<stem::task_status>>>();
+    awaitable<void> set(stem::task_status st, opt_ms ttl) {
+        (*writes)[st.id].push_back(st);
+        return inner.set(std::move(st), ttl);
+    }
+    awaitable<std::optional<stem::task_status>> get(std::string id) { return inner.get(std::move(id)); }
+    awaitable<std::optional<stem::task_status>> wait(std::string id, std::chrono::milliseconds t) { return inner.wait(std::move(id), t); }
+    awaitable<stem::status_watch> watch(std::string id) { return inner.watch(std::move(id)); }
+    awaitable<std::vector<stem::task_status>> list(stem::status_filter f) { return inner.list(std::move(f)); }
+    awaitable<std::uint64_t> count(std::optional<stem::task_state> s) { return inner.count(s); }
+    awaitable<void> init_group(stem::group_descriptor g, opt_ms t) { return inner.init_group(std::move(g), t); }
+    awaitable<std::size_t> add_group_result(std::string g, stem::task_status s) { return inner.add_group_result(std::move(g), std::move(s)); }
+    awaitable<std::optional<stem::group_record>> get_group(std::string g) { return inner.get_group(std::move(g)); }
+    awaitable<bool> claim_chord(std::string g) { return inner.claim_chord(std::move(g)); }
+    awaitable<void> set_heartbeat(stem::worker_heartbeat hb, std::chrono::milliseconds t) { return inner.set_heartbeat(std::move(hb), t); }
+    awaitable<std::vector<stem::worker_heartbeat>> list_heartbeats() { return inner.list_heartbeats(); }
+    stem::backend_capabilities capabilities() const noexcept { return inner.capabilities(); }
+};
+
+struct nap_args {
+    int ms = 0;
+    int progress = 0;
+};
+BOOST_DESCRIBE_STRUCT(nap_args, (), (ms, progress))
+
+/// Sleeps for `ms`; with `progress` > 0, first records that much progress.
+struct naps : stem::task_definition<nap_args, int> {
+    static constexpr std::string_view name = "test.naps";
+    awaitable<int> operator()(stem::task_context& ctx, nap_args a) {
+        if (a.progress > 0) co_await ctx.progress(a.progress);
+        if (a.ms > 0) co_await elapse(std::chrono::milliseconds(a.ms));
+        co_return a.ms;
+    }
+};
+
+std::vector<std::string> states_of(const std::vector<stem::task_status>& v) {
+    std::vector<std::string> out;
+    for (auto& st : v) out.push_back(fmt::format("{}:{}", stem::to_string(st.state), st.progress));
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("runtime.worker: `running` is recorded only for a task still running after track_started_after") {
+    asio::io_context io;
+    recording_backend backend;
+    auto o = test_options();
+    o.worker.track_started_after = 30ms;
+    stem::app app{io, stem::memory_broker{}, backend, stem::tasks{naps{}}, std::move(o)};
+    app.start();
+    stem_test::run(io, [&]() -> awaitable<void> {
+        nap_args quick{0, 0}, slow{400, 0}, progress_first{400, 40};
+        auto hq = co_await app.enqueue<naps>(quick);
+        auto hs = co_await app.enqueue<naps>(slow);
+        auto hp = co_await app.enqueue<naps>(progress_first);
+        // While the slow task runs, its status says so (after at most two periods).
+        std::optional<stem::task_status> seen;
+        for (int i = 0; i < 200 && !(seen && seen->state == stem::task_state::running); ++i) {
+            co_await elapse(5ms);
+            seen = co_await backend.get(hs.id());
+        }
+        REQUIRE(seen);
+        CHECK(seen->state == stem::task_state::running);
+        CHECK(seen->started_at.has_value());
+        for (auto* h : {&hq, &hs, &hp}) REQUIRE((co_await h->wait(5s)).succeeded());
+        auto& w = *backend.writes;
+        // The quick task: its outcome only. The slow one: `running`, then its outcome. The
+        // one that recorded progress at once: that progress stands; no `running` at 0 % follows.
+        CHECK(states_of(w[hq.id()]) == std::vector<std::string>{"succeeded:100"});
+        CHECK(states_of(w[hs.id()]) == std::vector<std::string>{"running:0", "succeeded:100"});
+        CHECK(states_of(w[hp.id()]) == std::vector<std::string>{"running:40", "succeeded:100"});
+        CHECK(w[hs.id()].front().started_at == w[hs.id()].back().started_at);
+        co_await app.shutdown();
+    });
+}
+
+TEST_CASE("runtime.worker: a task still running at shutdown gets its deferred `running` record") {
+    asio::io_context io;
+    recording_backend backend;
+    auto o = test_options();
+    o.worker.track_started_after = 10s;  // only the shutdown can write it
+    stem::app app{io, stem::memory_broker{}, backend, stem::tasks{naps{}}, std::move(o)};
+    app.start();
+    stem_test::run(io, [&]() -> awaitable<void> {
+        nap_args slow{150, 0};
+        auto h = co_await app.enqueue<naps>(slow);
+        for (int i = 0; i < 1000 && app.get_worker().stats().active == 0; ++i) co_await elapse(2ms);
+        REQUIRE(app.get_worker().stats().active == 1);
+        co_await app.shutdown();  // warm: lets it finish
+        REQUIRE((co_await h.wait(5s)).succeeded());
+        CHECK(states_of((*backend.writes)[h.id()]) == std::vector<std::string>{"running:0", "succeeded:100"});
+    });
 }

@@ -60,6 +60,9 @@ struct run_flags {
     /// The task's `running` record while it may still be in flight, where the backend could
     /// apply a later write of the task first (see worker::start_running_write). Worker's executor only.
     std::shared_ptr<waiter> started_write;
+    /// The task's `running` record is deferred (worker_options::track_started_after) and not
+    /// written yet. Worker's executor only.
+    bool running_due = false;
 };
 
 /// What the worker lends a running task.

@@ -67,7 +67,11 @@ struct worker_options {
     std::chrono::milliseconds default_visibility_timeout{30'000};
     std::chrono::milliseconds heartbeat_interval{10'000};
     std::optional<std::chrono::milliseconds> result_ttl{};  ///< nullopt: the backend's default
-    bool track_started = true;                          ///< record `running` as the handler starts
+    bool track_started = true;                          ///< record `running` for tasks that run (see below)
+    /// With track_started: `running` is recorded for a task still running this long after
+    /// its handler began (checked once per this period), so a short task costs one status
+    /// write, not two. 0: recorded as the handler starts.
+    std::chrono::milliseconds track_started_after{10};
     bool install_signal_handlers = true;                ///< SIGTERM→warm, SIGINT→soft, SIGQUIT→hard
     std::chrono::milliseconds soft_shutdown_timeout{30'000};
     any_retry_strategy retry_strategy = exponential_jitter_retry{};
@@ -178,6 +182,8 @@ public:
         caps_ = backend_.capabilities();
         room_ = std::make_shared<detail::waiter>();
         idle_ = std::make_shared<detail::waiter>();
+        running_tick_ = std::make_shared<detail::waiter>();
+        running_due_ = 0;
         slots_ = std::vector<boost::asio::cancellation_signal>(opts_.concurrency);
         free_slots_.clear();
         for (std::size_t i = opts_.concurrency; i-- > 0;) free_slots_.push_back(i);
@@ -186,6 +192,7 @@ public:
         if (registry_.uses_pool()) start_pool();
         if (opts_.install_signal_handlers) spawn_child(watch_os_signals());
         spawn_child(heartbeat_loop());
+        if (opts_.track_started && opts_.track_started_after.count() > 0) spawn_child(record_running_loop());
         signals_.worker_ready.emit({info_});
         if (pending_shutdown_) begin_shutdown(*std::exchange(pending_shutdown_, std::nullopt));
         try {
@@ -231,6 +238,7 @@ private:
         bool abandoned = false;
         bool acked = false;  // acks_late=false: the broker no longer holds it
         std::size_t index = 0;  // its place in active_
+        time_point started{};  // when its handler began
     };
 
     // ------------------------------------------------------------ loops
@@ -398,6 +406,7 @@ private:
             worker* w;
             active_task* t;
             ~unregister() {
+                w->running_recorded(*t->flags);
                 auto* last = w->active_.back();
                 last->index = t->index;
                 w->active_[t->index] = last;
@@ -406,9 +415,12 @@ private:
         } guard{this, &me};
 
         auto started = now;
-        if (opts_.track_started) {
-            auto st = make_status(env, task_state::running, started);
-            st.started_at = started;
+        me.started = started;
+        if (opts_.track_started && opts_.track_started_after.count() > 0) {
+            flags.running_due = true;  // record_running_loop writes it if the task lasts
+            if (running_due_++ == 0 && running_tick_idle_) running_tick_->notify();
+        } else if (opts_.track_started) {
+            auto st = running_status(me);
             if (caps_.in_process) co_await backend_.set(std::move(st), opts_.result_ttl);
             else start_running_write(std::move(st), flags);
         }
@@ -430,6 +442,7 @@ private:
         } catch (...) {
             failure = std::current_exception();
         }
+        running_recorded(flags);  // the handler is done: a late `running` would follow its outcome
         if (me.abandoned) {  // hard shutdown requeued it already
             co_await boost::asio::this_coro::reset_cancellation_state();
             co_return;
@@ -662,6 +675,40 @@ private:
         spawn_child(record_running(std::move(st), std::move(done)));
     }
 
+    /// Writes `running` for each task whose handler began at least `track_started_after`
+    /// ago, once per that period while any task waits for it; at shutdown, for every task
+    /// still running.
+    awaitable<void> record_running_loop() {
+        const auto period = opts_.track_started_after;
+        while (!stopping_) {
+            running_tick_idle_ = running_due_ == 0;  // then the next deferred record wakes it
+            auto deadline = running_tick_idle_ ? std::chrono::steady_clock::time_point::max()
+                                               : std::chrono::steady_clock::now() + period;
+            co_await running_tick_->wait_until(deadline);
+            if (!stopping_) record_running_since(clock::now() - period);
+        }
+        record_running_since(time_point::max());
+    }
+
+    void record_running_since(time_point began_before) {
+        for (auto* a : active_) {
+            if (!a->flags->running_due || a->abandoned || a->started > began_before) continue;
+            running_recorded(*a->flags);
+            start_running_write(running_status(*a), *a->flags);
+        }
+    }
+
+    /// The task's `running` record is written, or no longer wanted.
+    void running_recorded(detail::run_flags& flags) {
+        if (std::exchange(flags.running_due, false)) --running_due_;
+    }
+
+    task_status running_status(const active_task& t) const {
+        auto st = make_status(t.d->env, task_state::running, t.started);
+        st.started_at = t.started;
+        return st;
+    }
+
     awaitable<void> record_running(task_status st, std::shared_ptr<detail::waiter> done) {
         std::string id = st.id, failure;
         try {
@@ -704,6 +751,7 @@ private:
         if (fetch_cancel_) fetch_cancel_->emit(boost::asio::cancellation_type::terminal);
         room_->notify();
         if (heartbeat_timer_) heartbeat_timer_->cancel();
+        if (running_tick_) running_tick_->notify();
         if (os_signals_) os_signals_->cancel();
         if (m == shutdown_mode::soft) {
             for (auto* a : active_) a->flags->cancel = true;
@@ -756,6 +804,7 @@ private:
         return broker_.extend_lease(d, by);
     }
     awaitable<void> record(task_status st, detail::run_flags& flags) override {
+        running_recorded(flags);  // this write says `running` already
         co_await settle(flags);
         co_await backend_.set(std::move(st), opts_.result_ttl);
     }
@@ -809,6 +858,9 @@ private:
     worker_stats stats_;
     std::shared_ptr<detail::waiter> room_;  // the fetcher waits here for room in the buffer
     std::shared_ptr<detail::waiter> idle_;  // run() waits here for tasks and children to end
+    std::shared_ptr<detail::waiter> running_tick_;  // wakes record_running_loop
+    std::size_t running_due_ = 0;  // tasks whose `running` record is deferred and not yet written
+    bool running_tick_idle_ = false;  // record_running_loop waits for running_tick_ alone
 };
 
 }  // namespace stem
