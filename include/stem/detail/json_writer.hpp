@@ -5,6 +5,7 @@
 
 #include <stem/core/clock.hpp>
 
+#include <cassert>
 #include <charconv>
 #include <cstdint>
 #include <string>
@@ -26,7 +27,7 @@ public:
     json_writer(const json_writer&) = delete;
     json_writer& operator=(const json_writer&) = delete;
 
-    /// `key` is written as it is: a name known to need no escape.
+    /// `key` is written as it is: a short name known to need no escape.
     void field(std::string_view key, std::string_view v) {
         name(key);
         string(v);
@@ -86,15 +87,10 @@ public:
 private:
     void name(std::string_view key) {
         char buf[64];
+        assert(key.size() <= sizeof buf - 4);  // a short literal
         std::size_t n = 0;
         if (!first_) buf[n++] = ',';
         first_ = false;
-        if (key.size() > sizeof buf - 4) {
-            out_.append(buf, n);
-            string(key);
-            out_ += ':';
-            return;
-        }
         buf[n++] = '"';
         key.copy(buf + n, key.size());
         n += key.size();
@@ -106,7 +102,6 @@ private:
         bool plain = true;
         for (unsigned char c : v) plain &= c >= 0x20 && c != '"' && c != '\\';
         if (plain) {
-            out_.reserve(out_.size() + v.size() + 2);
             out_ += '"';
             out_ += v;
             out_ += '"';

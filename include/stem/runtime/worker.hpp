@@ -239,6 +239,7 @@ private:
         bool acked = false;  // acks_late=false: the broker no longer holds it
         std::size_t index = 0;  // its place in active_
         time_point started{};  // when its handler began
+        std::chrono::steady_clock::time_point began{};  // the same, to measure how long it runs
     };
 
     // ------------------------------------------------------------ loops
@@ -416,7 +417,9 @@ private:
 
         auto started = now;
         me.started = started;
-        if (opts_.track_started && opts_.track_started_after.count() > 0) {
+        // (Once stopping, record_running_loop may have ended: the record is written now.)
+        if (opts_.track_started && opts_.track_started_after.count() > 0 && !stopping_) {
+            me.began = std::chrono::steady_clock::now();
             flags.running_due = true;  // record_running_loop writes it if the task lasts
             if (running_due_++ == 0 && running_tick_idle_) running_tick_->notify();
         } else if (opts_.track_started) {
@@ -679,20 +682,26 @@ private:
     /// ago, once per that period while any task waits for it; at shutdown, for every task
     /// still running.
     awaitable<void> record_running_loop() {
-        const auto period = opts_.track_started_after;
+        using steady = std::chrono::steady_clock;
+        const auto period = std::min(opts_.track_started_after, std::chrono::milliseconds(std::chrono::hours(24)));
         while (!stopping_) {
-            running_tick_idle_ = running_due_ == 0;  // then the next deferred record wakes it
-            auto deadline = running_tick_idle_ ? std::chrono::steady_clock::time_point::max()
-                                               : std::chrono::steady_clock::now() + period;
-            co_await running_tick_->wait_until(deadline);
-            if (!stopping_) record_running_since(clock::now() - period);
+            if (running_due_ == 0) {  // until a deferred record (or the shutdown) wakes it
+                running_tick_idle_ = true;
+                co_await running_tick_->wait_until(steady::time_point::max());
+                running_tick_idle_ = false;
+                if (stopping_) break;
+            }
+            // One period at least, even if the tasks that woke it are done by then: a loop
+            // that went idle at once would be woken again by the next task, task after task.
+            co_await running_tick_->wait_until(steady::now() + period);
+            if (!stopping_) record_running_since(steady::now() - period);
         }
-        record_running_since(time_point::max());
+        record_running_since(steady::time_point::max());
     }
 
-    void record_running_since(time_point began_before) {
+    void record_running_since(std::chrono::steady_clock::time_point began_before) {
         for (auto* a : active_) {
-            if (!a->flags->running_due || a->abandoned || a->started > began_before) continue;
+            if (!a->flags->running_due || a->abandoned || a->began > began_before) continue;
             running_recorded(*a->flags);
             start_running_write(running_status(*a), *a->flags);
         }
@@ -751,7 +760,7 @@ private:
         if (fetch_cancel_) fetch_cancel_->emit(boost::asio::cancellation_type::terminal);
         room_->notify();
         if (heartbeat_timer_) heartbeat_timer_->cancel();
-        if (running_tick_) running_tick_->notify();
+        running_tick_->notify();
         if (os_signals_) os_signals_->cancel();
         if (m == shutdown_mode::soft) {
             for (auto* a : active_) a->flags->cancel = true;
