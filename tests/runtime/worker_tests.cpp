@@ -628,18 +628,10 @@ TEST_CASE("runtime.app: an io_context run by several threads") {
 
 namespace {
 
-/// A memory backend that presents itself as out of process (so the worker starts its
-/// `running` writes without waiting), with the ordering promise of `Ordered`, and whose first
-/// `running` write of a task lands only after `DelayMs`. Without the promise the worker must
-/// wait for that write before the task's later writes, or the late `running` would replace them.
-template <bool Ordered, int DelayMs>
-struct remote_like_backend {
+/// A memory backend behind a wrapper: everything but `set` and `capabilities` goes to it.
+struct wrapped_memory_backend {
     using opt_ms = std::optional<std::chrono::milliseconds>;
     stem::memory_backend inner;
-    awaitable<void> set(stem::task_status st, opt_ms ttl) {
-        if (DelayMs > 0 && st.state == stem::task_state::running && st.progress == 0) co_await elapse(std::chrono::milliseconds(DelayMs));
-        co_await inner.set(std::move(st), ttl);
-    }
     awaitable<std::optional<stem::task_status>> get(std::string id) { return inner.get(std::move(id)); }
     awaitable<std::optional<stem::task_status>> wait(std::string id, std::chrono::milliseconds t) { return inner.wait(std::move(id), t); }
     awaitable<stem::status_watch> watch(std::string id) { return inner.watch(std::move(id)); }
@@ -651,6 +643,18 @@ struct remote_like_backend {
     awaitable<bool> claim_chord(std::string g) { return inner.claim_chord(std::move(g)); }
     awaitable<void> set_heartbeat(stem::worker_heartbeat hb, std::chrono::milliseconds t) { return inner.set_heartbeat(std::move(hb), t); }
     awaitable<std::vector<stem::worker_heartbeat>> list_heartbeats() { return inner.list_heartbeats(); }
+};
+
+/// A memory backend that presents itself as out of process (so the worker starts its
+/// `running` writes without waiting), with the ordering promise of `Ordered`, and whose first
+/// `running` write of a task lands only after `DelayMs`. Without the promise the worker must
+/// wait for that write before the task's later writes, or the late `running` would replace them.
+template <bool Ordered, int DelayMs>
+struct remote_like_backend : wrapped_memory_backend {
+    awaitable<void> set(stem::task_status st, opt_ms ttl) {
+        if (DelayMs > 0 && st.state == stem::task_state::running && st.progress == 0) co_await elapse(std::chrono::milliseconds(DelayMs));
+        co_await inner.set(std::move(st), ttl);
+    }
     stem::backend_capabilities capabilities() const noexcept { return {.ordered_writes = Ordered, .in_process = false}; }
 };
 
@@ -713,26 +717,13 @@ TEST_CASE("runtime.worker: with track_started_after 0, the running record starts
 namespace {
 
 /// A memory backend that keeps, per task, the states and progress written, in order.
-struct recording_backend {
-    using opt_ms = std::optional<std::chrono::milliseconds>;
-    stem::memory_backend inner;
+struct recording_backend : wrapped_memory_backend {
     std::shared_ptr<std::map<std::string, std::vector<stem::task_status>>> writes =
         std::make_shared<std::map<std::string, std::vector<stem::task_status>>>();
     awaitable<void> set(stem::task_status st, opt_ms ttl) {
         (*writes)[st.id].push_back(st);
         return inner.set(std::move(st), ttl);
     }
-    awaitable<std::optional<stem::task_status>> get(std::string id) { return inner.get(std::move(id)); }
-    awaitable<std::optional<stem::task_status>> wait(std::string id, std::chrono::milliseconds t) { return inner.wait(std::move(id), t); }
-    awaitable<stem::status_watch> watch(std::string id) { return inner.watch(std::move(id)); }
-    awaitable<std::vector<stem::task_status>> list(stem::status_filter f) { return inner.list(std::move(f)); }
-    awaitable<std::uint64_t> count(std::optional<stem::task_state> s) { return inner.count(s); }
-    awaitable<void> init_group(stem::group_descriptor g, opt_ms t) { return inner.init_group(std::move(g), t); }
-    awaitable<std::size_t> add_group_result(std::string g, stem::task_status s) { return inner.add_group_result(std::move(g), std::move(s)); }
-    awaitable<std::optional<stem::group_record>> get_group(std::string g) { return inner.get_group(std::move(g)); }
-    awaitable<bool> claim_chord(std::string g) { return inner.claim_chord(std::move(g)); }
-    awaitable<void> set_heartbeat(stem::worker_heartbeat hb, std::chrono::milliseconds t) { return inner.set_heartbeat(std::move(hb), t); }
-    awaitable<std::vector<stem::worker_heartbeat>> list_heartbeats() { return inner.list_heartbeats(); }
     stem::backend_capabilities capabilities() const noexcept { return inner.capabilities(); }
 };
 
