@@ -5,8 +5,8 @@
 //
 // sqlite: fresh broker.db and backend.db in the directory given by --url (default: a new
 // directory under $TMPDIR, removed afterwards); each measure starts from empty files.
-// postgres: --url names the server (required); each measure uses tables of a fresh namespace;
-// --pool sets the connections of the broker and of the backend (default 4 each).
+// postgres: --url names the server (required); each measure uses tables of a fresh namespace,
+// dropped afterwards; --pool sets the connections of the broker and of the backend (default 4 each).
 // redis: --url names the server (required, redis://host:port/db); each measure uses keys of
 // a fresh namespace. The connections run on the shared Redis I/O thread (the default);
 // --redis-same-thread runs them on the bench's own thread (the adapters' `executor` option).
@@ -38,6 +38,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
+#include <pqxx/pqxx>
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -197,6 +198,25 @@ auto make_app(asio::io_context& io, const settings& s, bench_state& st, Broker b
                                                                            stem::tasks{noop{{}, &st}, collect{}}, bench_options(s));
 }
 
+/// Drops what namespace `ns` made in the PostgreSQL database at `url` (its tables and
+/// migration records): each measure makes its own, and a database used for many runs would
+/// otherwise collect thousands of tables.
+void drop_postgres_namespace(const std::string& url, const std::string& ns) {
+    try {
+        pqxx::connection c(url);
+        pqxx::work w(c);
+        auto tables = w.exec(fmt::format("SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema() "
+                                         "AND left(tablename, {}) = {}",
+                                         ns.size() + 1, w.quote(ns + "_")));
+        for (const auto& row : tables) w.exec("DROP TABLE IF EXISTS " + row[0].as<std::string>() + " CASCADE");
+        w.exec(fmt::format("DELETE FROM stem_migrations WHERE component IN ({}, {})", w.quote("broker:" + ns),
+                           w.quote("backend:" + ns)));
+        w.commit();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "stem-bench: could not drop the tables of namespace %s: %s\n", ns.c_str(), e.what());
+    }
+}
+
 /// Runs `measure(app)` on a fresh app for the chosen broker.
 template <class Measure>
 void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure measure) {
@@ -209,8 +229,11 @@ void with_app(asio::io_context& io, const settings& s, bench_state& st, Measure 
         ro.conninfo = s.url;
         ro.pool_size = bo.pool_size;
         ro.namespace_ = bo.namespace_;
-        auto app = make_app(io, s, st, stem::postgres_broker{bo}, stem::postgres_backend{ro});
-        measure(*app);
+        {
+            auto app = make_app(io, s, st, stem::postgres_broker{bo}, stem::postgres_backend{ro});
+            measure(*app);
+        }
+        drop_postgres_namespace(s.url, bo.namespace_);
         return;
     }
     if (s.broker == "redis") {
