@@ -81,40 +81,6 @@ inline retry_policy retry_policy_from_json(const boost::json::value& v, std::str
     return p;
 }
 
-/// The envelope as a JSON object. Arguments that are not JSON-safe UTF-8 travel
-/// base64-encoded under `args_base64`.
-inline boost::json::object to_json(const envelope& e) {
-    boost::json::object o;
-    o.reserve(24);
-    o["id"] = e.id;
-    o["name"] = e.name;
-    if (detail::is_json_safe_utf8(e.args)) o["args"] = e.args;
-    else o["args_base64"] = detail::base64_encode(e.args);
-    if (!e.headers.empty()) {
-        boost::json::object h;
-        for (auto& [k, v] : e.headers) h[k] = v;
-        o["headers"] = std::move(h);
-    }
-    if (!e.meta.empty()) o["meta"] = e.meta;
-    o["queue"] = e.queue;
-    o["priority"] = e.priority;
-    o["attempt"] = e.attempt;
-    o["max_retries"] = e.max_retries;
-    if (e.not_before) o["not_before"] = format_time(*e.not_before);
-    if (e.expires) o["expires"] = format_time(*e.expires);
-    if (e.visibility_timeout) o["visibility_timeout_ms"] = e.visibility_timeout->count();
-    o["enqueued_at"] = format_time(e.enqueued_at);
-    auto opt = [&](const char* k, const std::string& v) { if (!v.empty()) o[k] = v; };
-    opt("group_id", e.group_id);
-    opt("chord_id", e.chord_id);
-    opt("parent_id", e.parent_id);
-    opt("root_id", e.root_id);
-    o["args_encoder"] = e.args_encoder;
-    o["result_encoder"] = e.result_encoder;
-    if (e.retry) o["retry_policy"] = to_json(*e.retry);
-    return o;
-}
-
 /// Reads an envelope; throws stem::error(invalid_envelope) naming the field at fault.
 inline envelope envelope_from_json(const boost::json::value& v) {
     if (!v.is_object()) throw error(errc::invalid_envelope, "envelope: expected a JSON object");
@@ -155,7 +121,8 @@ inline envelope envelope_from_json(const boost::json::value& v) {
     return e;
 }
 
-/// Envelope to JSON text: what `to_json` gives, written without building the object first.
+/// Envelope to JSON text, written field by field. Arguments that are not JSON-safe UTF-8
+/// travel base64-encoded under `args_base64`.
 inline std::string serialize(const envelope& e) {
     std::string out;
     out.reserve(384 + e.args.size());
@@ -189,6 +156,12 @@ inline std::string serialize(const envelope& e) {
     if (e.retry) w.field("retry_policy", to_json(*e.retry));
     w.close();
     return out;
+}
+
+/// The envelope as a JSON object: the fields `serialize` writes.
+inline boost::json::object to_json(const envelope& e) {
+    auto v = boost::json::parse(serialize(e));
+    return std::move(v.as_object());
 }
 
 /// JSON text to envelope; malformed JSON or fields give stem::error(invalid_envelope).

@@ -49,37 +49,7 @@ struct task_status {
     friend bool operator==(const task_status&, const task_status&) = default;
 };
 
-inline boost::json::object to_json(const task_error& e) {
-    return {{"type", e.type}, {"message", e.message}, {"context", e.context}, {"retryable", e.retryable}};
-}
-
-inline boost::json::object to_json(const task_status& s) {
-    boost::json::object o;
-    o["id"] = s.id;
-    o["name"] = s.name;
-    o["state"] = to_string(s.state);
-    if (s.result) {
-        if (detail::is_json_safe_utf8(*s.result)) o["result"] = *s.result;
-        else o["result_base64"] = detail::base64_encode(*s.result);
-    }
-    o["result_encoder"] = s.result_encoder;
-    if (s.error) o["error"] = to_json(*s.error);
-    o["attempt"] = s.attempt;
-    o["progress"] = s.progress;
-    if (!s.progress_data.empty()) o["progress_data"] = s.progress_data;
-    if (!s.meta.empty()) o["meta"] = s.meta;
-    if (!s.queue.empty()) o["queue"] = s.queue;
-    if (!s.worker_id.empty()) o["worker_id"] = s.worker_id;
-    if (!s.group_id.empty()) o["group_id"] = s.group_id;
-    o["created_at"] = format_time(s.created_at);
-    o["updated_at"] = format_time(s.updated_at);
-    if (s.started_at) o["started_at"] = format_time(*s.started_at);
-    if (s.finished_at) o["finished_at"] = format_time(*s.finished_at);
-    return o;
-}
-
-/// The status as JSON text: what `to_json` gives, written without building the object
-/// first (backends store one or two per task).
+/// The status as JSON text, written field by field (backends store one or two per task).
 inline std::string serialize(const task_status& s) {
     std::string out;
     out.reserve(320 + s.id.size() + s.name.size() + (s.result ? s.result->size() : 0));
@@ -112,6 +82,12 @@ inline std::string serialize(const task_status& s) {
     if (s.finished_at) w.field("finished_at", *s.finished_at);
     w.close();
     return out;
+}
+
+/// The status as a JSON object: the fields `serialize` writes.
+inline boost::json::object to_json(const task_status& s) {
+    auto v = boost::json::parse(serialize(s));
+    return std::move(v.as_object());
 }
 
 inline task_status task_status_from_json(const boost::json::value& v) {
