@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -264,6 +265,10 @@ TEST_CASE("core.codec: non-JSON text gives decode_failed naming the root") {
 
     auto trailing = error_of([] { (void)stem::decode_json<int>("1 2", "result"); }, stem::errc::decode_failed);
     CHECK(trailing.rfind("result: not JSON", 0) == 0);
+
+    // The thread's parser is reused: a document cut short leaves nothing behind for the next.
+    (void)error_of([] { (void)stem::decode_json<json::value>(R"({"a":[1,{"b":"x)", "args"); }, stem::errc::decode_failed);
+    CHECK(stem::decode_json<json::value>(R"({"c":[2]})") == json::parse(R"({"c":[2]})"));
 }
 
 TEST_CASE("core.codec: vectors and string maps, nested") {
@@ -461,6 +466,21 @@ TEST_CASE("core.codec: stem::unit encodes as null and decodes from anything") {
     CHECK(stem::encode_json(stem::unit{}) == "null");
     CHECK(stem::decode_json<stem::unit>("null") == stem::unit{});
     CHECK(stem::decode_json<stem::unit>(R"({"ignored":1})") == stem::unit{});
+}
+
+TEST_CASE("core.codec: integers and booleans are written as Boost.JSON writes them") {
+    auto same = [](auto v) { CHECK(stem::encode_json(v) == json::serialize(stem::to_json_value(v))); };
+    same(0);
+    same(-1);
+    same(std::numeric_limits<std::int64_t>::min());
+    same(std::numeric_limits<std::int64_t>::max());
+    same(std::numeric_limits<std::uint64_t>::max());
+    same(short{-300});
+    same(static_cast<unsigned char>(200));
+    same(true);
+    same(false);
+    CHECK(stem::decode_json<std::int64_t>(stem::encode_json(std::numeric_limits<std::int64_t>::min())) ==
+          std::numeric_limits<std::int64_t>::min());
 }
 
 TEST_CASE("core.codec: boost::json values pass through unchanged") {

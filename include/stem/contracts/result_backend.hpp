@@ -130,7 +130,9 @@ struct backend_capabilities {
 /// The result-backend contract. Every awaitable honours Asio cancellation.
 ///
 /// * `set` replaces a task's whole status (so a success after a failure carries no error);
-///   `ttl` bounds how long it is kept (nullopt: the backend's default).
+///   `ttl` bounds how long it is kept (nullopt: the backend's default). The awaitable it
+///   returns owns what it needs: the caller may destroy the status argument before awaiting
+///   it (a coroutine `set` taking the status by value does this by itself).
 /// * `wait(id, timeout)` returns as soon as the status is terminal, without busy polling;
 ///   on timeout it returns the latest status (or nullopt if there is none).
 /// * `add_group_result` records one finished child and returns how many distinct children

@@ -6,6 +6,7 @@
 #include <stem/core/duration.hpp>
 #include <stem/core/error.hpp>
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <concepts>
@@ -28,6 +29,7 @@
 #include <boost/describe/members.hpp>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
+#include <boost/json/parser.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
@@ -313,22 +315,44 @@ T from_json_value(const boost::json::value& v, std::string_view root = "value") 
 /// `v` as JSON text. The intermediate JSON tree lives in a stack buffer when it fits.
 template <class T>
 std::string encode_json(const T& v) {
-    unsigned char buf[2048];
-    boost::json::monotonic_resource mr(buf, sizeof buf);
-    boost::json::value out(&mr);
-    detail::encode_into(out, v);
-    return boost::json::serialize(out);
+    // Scalars (a typical result) are written directly: Boost.JSON writes them the same way.
+    if constexpr (std::same_as<T, unit>) {
+        return "null";
+    } else if constexpr (std::same_as<T, bool>) {
+        return v ? "true" : "false";
+    } else if constexpr (std::is_integral_v<T>) {
+        char digits[24];
+        return std::string(digits, std::to_chars(digits, digits + sizeof digits, v).ptr);
+    } else {
+        unsigned char buf[2048];
+        boost::json::monotonic_resource mr(buf, sizeof buf);
+        boost::json::value out(&mr);
+        detail::encode_into(out, v);
+        return boost::json::serialize(out);
+    }
 }
 
 /// JSON text as a T; malformed JSON or a mismatch gives stem::error(decode_failed).
 /// The parsed tree lives in a stack buffer when it fits.
+/// The parser is kept per thread: constructing one costs more than parsing a small document.
 template <class T>
 T decode_json(std::string_view text, std::string_view root = "value") {
+    thread_local boost::json::parser parser;
     unsigned char buf[4096];
     boost::json::monotonic_resource mr(buf, sizeof buf);
     boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec, &mr);
-    if (ec) throw error(errc::decode_failed, fmt::format("{}: not JSON ({})", root, ec.message()));
+    parser.reset(&mr);
+    try {
+        parser.write(text.data(), text.size(), ec);
+    } catch (...) {
+        parser.reset();  // it may hold values in `mr`, which ends here
+        throw;
+    }
+    if (ec) {
+        parser.reset();
+        throw error(errc::decode_failed, fmt::format("{}: not JSON ({})", root, ec.message()));
+    }
+    auto v = parser.release();
     return from_json_value<T>(v, root);
 }
 

@@ -305,7 +305,7 @@ private:
                 co_await process(*next.d, cancel);
                 // Its batch may outlive it (other deliveries still run): free its payload now.
                 next.d->env.args = std::string{};
-                next.d->env.meta = boost::json::object{};
+                if (next.d->env.meta.capacity() != 0) next.d->env.meta = boost::json::object{};
                 if (fetch_waiting_ && buffer_.size() <= opts_.concurrency) room_->notify();
             }
         } catch (const std::exception& e) {
@@ -367,25 +367,16 @@ private:
         signals_.task_received.emit({env, info_});
         auto now = clock::now();
 
+        // Statuses and errors are built outside this frame (in functions, or in coroutines of
+        // their own for rare outcomes): held here, they would enlarge it, and it is
+        // allocated per task.
         if (env.expires && *env.expires < now) {
-            ++stats_.expired;
-            task_error err{"expired", fmt::format("task expired at {} before it started", format_time(*env.expires)), {}, false};
-            auto st = make_status(env, task_state::cancelled, now);
-            st.error = err;
-            st.finished_at = now;
-            co_await backend_.set(st, opts_.result_ttl);
-            signals_.task_revoked.emit({env, info_, nullptr, &st, &err, {}, "expired"});
-            if (!co_await continue_after(env, st, false)) co_return;
-            co_await broker_.ack(d);
+            co_await skip_expired(d, now);
             co_return;
         }
-
         const task_entry* entry = registry_.find(env.name);
         if (!entry) {
-            // (Arguments that are braced temporaries are named first: GCC 12 may destroy
-            // such temporaries twice when they sit in a co_await expression.)
-            task_error err{"unknown_task", fmt::format("no handler is registered for task '{}' on worker {}", env.name, info_.id), {}, false};
-            co_await fail(d, nullptr, std::move(err), "unknown-task", nullptr);
+            co_await reject_unknown(d);
             co_return;
         }
         // A delivery that waited in the prefetch buffer may be near the end of its lease:
@@ -423,9 +414,8 @@ private:
             flags.running_due = true;  // record_running_loop writes it if the task lasts
             if (running_due_++ == 0 && running_tick_idle_) running_tick_->notify();
         } else if (opts_.track_started) {
-            auto st = running_status(me);
-            if (caps_.in_process) co_await backend_.set(std::move(st), opts_.result_ttl);
-            else start_running_write(std::move(st), flags);
+            if (caps_.in_process) co_await store_running(me);
+            else start_running_write(running_status(me), flags);
         }
         bool on_pool = entry->options.execution == execution_mode::pool && pool_;
         task_context ctx(d, *this, flags, on_pool);
@@ -446,49 +436,96 @@ private:
             failure = std::current_exception();
         }
         running_recorded(flags);  // the handler is done: a late `running` would follow its outcome
-        if (me.abandoned) {  // hard shutdown requeued it already
-            co_await boost::asio::this_coro::reset_cancellation_state();
-            co_return;
-        }
         co_await boost::asio::this_coro::reset_cancellation_state();
-
-        if (result) {
-            auto finished = clock::now();
-            auto st = make_status(env, task_state::succeeded, finished);
-            st.meta = ctx.meta();
-            st.started_at = started;
-            st.finished_at = finished;
-            st.progress = 100;
-            std::string encode_error;
-            try {
-                st.result = encoders_.encode(env.result_encoder, std::move(*result));
-            } catch (const std::exception& e) {
-                encode_error = e.what();
-            }
-            if (flags.started_write) co_await settle(flags);
-            if (!encode_error.empty()) {
-                task_error err{"encode_failed", encode_error, {}, false};
-                co_await fail(d, &ctx, std::move(err), "encode-error", &started, early_ack);
-                co_return;
-            }
-            // The status is read again only by continuations and listeners; without them
-            // it moves into the backend instead of being copied.
-            bool read_after = !env.meta.empty() || signals_.task_succeeded.has_listeners() ||
-                              signals_.task_postrun.has_listeners();
-            if (read_after) {
-                co_await backend_.set(st, opts_.result_ttl);
-                if (!co_await continue_after(env, st, true)) co_return;
-            } else {
-                co_await backend_.set(std::move(st), opts_.result_ttl);
-            }
-            ++stats_.succeeded;
-            if (read_after) signals_.task_succeeded.emit({env, info_, &ctx, &st});
-            if (!early_ack && !co_await broker_.ack(d))
-                log_error(fmt::format("task {}: lease lost before ack; another worker may run it again", env.id));
-            if (read_after) signals_.task_postrun.emit({env, info_, &ctx, &st});
+        if (me.abandoned) co_return;  // hard shutdown requeued it already
+        if (!result) {
+            co_await handle_failure(d, ctx, failure, flags, started, early_ack);
             co_return;
         }
-        co_await handle_failure(d, ctx, failure, flags, started, early_ack);
+        auto finished = clock::now();
+        bool encoded = true;
+        try {
+            *result = encoders_.encode(env.result_encoder, std::move(*result));
+        } catch (const std::exception& e) {
+            *result = e.what();
+            encoded = false;
+        }
+        if (flags.started_write) co_await settle(flags);
+        if (!encoded) {
+            co_await fail_encoding(d, ctx, std::move(*result), started, early_ack);
+            co_return;
+        }
+        // The status is read again only by continuations and listeners; without them it
+        // is built outside this frame and moved into the backend.
+        if (!env.meta.empty() || signals_.task_succeeded.has_listeners() || signals_.task_postrun.has_listeners()) {
+            co_await succeed_observed(d, ctx, std::move(*result), started, finished, early_ack);
+            co_return;
+        }
+        co_await store_succeeded(env, ctx, std::move(*result), started, finished);
+        ++stats_.succeeded;
+        if (!early_ack && !co_await broker_.ack(d)) log_error(lease_lost_before_ack(env));
+    }
+
+    awaitable<void> skip_expired(delivery& d, time_point now) {
+        auto& env = d.env;
+        ++stats_.expired;
+        task_error err{"expired", fmt::format("task expired at {} before it started", format_time(*env.expires)), {}, false};
+        auto st = make_status(env, task_state::cancelled, now);
+        st.error = err;
+        st.finished_at = now;
+        co_await store(st);
+        signals_.task_revoked.emit({env, info_, nullptr, &st, &err, {}, "expired"});
+        if (!co_await continue_after(env, st, false)) co_return;
+        co_await broker_.ack(d);
+    }
+
+    awaitable<void> reject_unknown(delivery& d) {
+        // (Arguments that are braced temporaries are named first: GCC 12 may destroy
+        // such temporaries twice when they sit in a co_await expression.)
+        task_error err{"unknown_task", fmt::format("no handler is registered for task '{}' on worker {}", d.env.name, info_.id), {}, false};
+        co_await fail(d, nullptr, std::move(err), "unknown-task", nullptr);
+    }
+
+    awaitable<void> fail_encoding(delivery& d, task_context& ctx, std::string message, time_point started, bool early_ack) {
+        task_error err{"encode_failed", std::move(message), {}, false};
+        co_await fail(d, &ctx, std::move(err), "encode-error", &started, early_ack);
+    }
+
+    /// Success when continuations or listeners read the status after it is stored.
+    awaitable<void> succeed_observed(delivery& d, task_context& ctx, std::string result, time_point started,
+                                     time_point finished, bool early_ack) {
+        auto& env = d.env;
+        auto st = succeeded_status(env, ctx, std::move(result), started, finished);
+        co_await store(st);
+        if (!co_await continue_after(env, st, true)) co_return;
+        ++stats_.succeeded;
+        signals_.task_succeeded.emit({env, info_, &ctx, &st});
+        if (!early_ack && !co_await broker_.ack(d)) log_error(lease_lost_before_ack(env));
+        signals_.task_postrun.emit({env, info_, &ctx, &st});
+    }
+
+    task_status succeeded_status(const envelope& env, task_context& ctx, std::string&& result, time_point started,
+                                 time_point finished) const {
+        auto st = make_status(env, task_state::succeeded, finished, ctx.meta());
+        st.result = std::move(result);
+        st.started_at = started;
+        st.finished_at = finished;
+        st.progress = 100;
+        return st;
+    }
+
+    static std::string lease_lost_before_ack(const envelope& env) {
+        return fmt::format("task {}: lease lost before ack; another worker may run it again", env.id);
+    }
+
+    // Not coroutines: the status handed to the backend is a temporary of these functions,
+    // not of the caller's frame (the backend's call keeps its own copy).
+    awaitable<void> store(const task_status& st) { return backend_.set(st, opts_.result_ttl); }
+    awaitable<void> store(task_status&& st) { return backend_.set(std::move(st), opts_.result_ttl); }
+    awaitable<void> store_running(const active_task& t) { return backend_.set(running_status(t), opts_.result_ttl); }
+    awaitable<void> store_succeeded(const envelope& env, task_context& ctx, std::string&& result, time_point started,
+                                    time_point finished) {
+        return backend_.set(succeeded_status(env, ctx, std::move(result), started, finished), opts_.result_ttl);
     }
 
     /// Runs a handler on the pool or under time limits.
@@ -573,10 +610,9 @@ private:
             // Asked to stop by a shutdown (task_cancelled, or an aborted wait): the task goes
             // back to the broker for another worker, and its status says so.
             co_await requeue(d, early_ack);
-            auto st = make_status(env, task_state::queued);
-            st.meta = ctx.meta();
+            auto st = make_status(env, task_state::queued, {}, ctx.meta());
             st.error = task_error{"cancelled", err.message, {}, true};
-            co_await backend_.set(std::move(st), opts_.result_ttl);
+            co_await store(std::move(st));
             co_return;
         }
         // A broadcast reached every subscriber once; a retry would reach them all again.
@@ -596,11 +632,10 @@ private:
                 log_error(fmt::format("task {}: lease lost before retry; the broker will deliver it again", env.id));
                 co_return;
             }
-            auto st = make_status(env, task_state::retried);
-            st.meta = ctx.meta();
+            auto st = make_status(env, task_state::retried, {}, ctx.meta());
             st.error = err;
             st.started_at = started;
-            co_await backend_.set(st, opts_.result_ttl);
+            co_await store(st);
             ++stats_.retried;
             signals_.task_retry.emit({env, info_, &ctx, &st, &err, next.not_before});
             signals_.task_postrun.emit({env, info_, &ctx, &st, &err});
@@ -618,12 +653,11 @@ private:
         auto reason = fmt::format("{}: {}: {}", kind, err.type, err.message);
         err.context["dead_letter_reason"] = reason;
         err.context["attempts"] = env.attempt + 1;
-        auto st = make_status(env, task_state::failed);
-        if (ctx) st.meta = ctx->meta();
+        auto st = make_status(env, task_state::failed, {}, ctx ? ctx->meta() : env.meta);
         st.error = err;
         if (started) st.started_at = *started;
         st.finished_at = clock::now();
-        co_await backend_.set(st, opts_.result_ttl);
+        co_await store(st);
         if (!co_await continue_after(env, st, false)) co_return;
         if (!early_ack && !co_await broker_.dead_letter(d, reason))
             log_error(fmt::format("task {}: lease lost before dead-lettering; the broker will deliver it again", env.id));
@@ -721,7 +755,7 @@ private:
     awaitable<void> record_running(task_status st, std::shared_ptr<detail::waiter> done) {
         std::string id = st.id, failure;
         try {
-            co_await backend_.set(std::move(st), opts_.result_ttl);
+            co_await store(std::move(st));
         } catch (const std::exception& e) {
             failure = e.what();
         }
@@ -734,14 +768,18 @@ private:
         if (auto w = std::move(flags.started_write)) co_await w->wait_until(std::chrono::steady_clock::time_point::max());
     }
 
-    /// A status for `env` stamped `at` (default: now).
+    /// A status of `env` in state `s` at `at` (now if unset), carrying `meta` (the envelope's
+    /// unless the task's context changed it).
     task_status make_status(const envelope& env, task_state s, time_point at = {}) const {
+        return make_status(env, s, at, env.meta);
+    }
+    task_status make_status(const envelope& env, task_state s, time_point at, const boost::json::object& meta) const {
         return task_status{.id = env.id,
                            .name = env.name,
                            .state = s,
                            .result_encoder = env.result_encoder,
                            .attempt = env.attempt,
-                           .meta = env.meta,
+                           .meta = meta,
                            .queue = env.queue,
                            .worker_id = info_.id,
                            .group_id = env.group_id,
@@ -815,7 +853,7 @@ private:
     awaitable<void> record(task_status st, detail::run_flags& flags) override {
         running_recorded(flags);  // this write says `running` already
         co_await settle(flags);
-        co_await backend_.set(std::move(st), opts_.result_ttl);
+        co_await store(std::move(st));
     }
     std::chrono::milliseconds lease_length(const envelope& e) const override {
         return e.visibility_timeout.value_or(opts_.default_visibility_timeout);

@@ -32,9 +32,10 @@ class memory_backend {
 public:
     explicit memory_backend(memory_backend_options o = {}) : s_(std::make_shared<state>(o)) {}
 
-    /// Writes when called: set is not a coroutine, so the status is not moved again into a
-    /// coroutine frame, and the awaitable it returns has nothing left to do.
-    awaitable<void> set(task_status st, std::optional<std::chrono::milliseconds> ttl) {
+    /// Writes when called: set is not a coroutine and takes the status by reference, so it
+    /// is moved once, into the store; the awaitable it returns has nothing left to do.
+    awaitable<void> set(const task_status& st, std::optional<std::chrono::milliseconds> ttl) { return set(task_status(st), ttl); }
+    awaitable<void> set(task_status&& st, std::optional<std::chrono::milliseconds> ttl) {
         std::vector<std::shared_ptr<detail::waiter>> wake;
         {
             std::lock_guard lk(s_->mu);
@@ -51,15 +52,18 @@ public:
                 }
             }
             auto key = status_key_view::of(st.id);
-            auto it = s_->statuses.find(key);
-            if (it == s_->statuses.end())
-                it = s_->statuses.emplace(status_key{st.id, key.hash}, entry{{}, {}, std::make_unique<task_status>()}).first;
-            else s_->by_state[std::size_t(it->second.state)]--;
-            auto& e = it->second;
-            s_->by_state[std::size_t(st.state)]++;
-            e.expires = expires;
-            e.state = st.state;
-            *e.status = std::move(st);
+            auto state = st.state;
+            s_->by_state[std::size_t(state)]++;
+            if (auto it = s_->statuses.find(key); it != s_->statuses.end()) {
+                auto& e = it->second;
+                s_->by_state[std::size_t(e.state)]--;
+                e.expires = expires;
+                e.state = state;
+                *e.status = std::move(st);
+            } else {
+                status_key k{st.id, key.hash};
+                s_->statuses.emplace(std::move(k), entry{expires, state, std::make_unique<task_status>(std::move(st))});
+            }
         }
         for (auto& w : wake) w->notify();
         return done();
