@@ -271,6 +271,18 @@ TEST_CASE("core.codec: non-JSON text gives decode_failed naming the root") {
     CHECK(stem::decode_json<json::value>(R"({"c":[2]})") == json::parse(R"({"c":[2]})"));
 }
 
+TEST_CASE("core.codec: documents over 64 KiB decode the same (a parser of their own)") {
+    std::vector<int> many(30'000);
+    for (std::size_t i = 0; i < many.size(); ++i) many[i] = static_cast<int>(i * 7);
+    auto text = stem::encode_json(many);
+    REQUIRE(text.size() > 64 * 1024);
+    CHECK(stem::decode_json<std::vector<int>>(text) == many);
+    auto cut = error_of([&] { (void)stem::decode_json<std::vector<int>>(text.substr(0, text.size() - 1), "args"); },
+                        stem::errc::decode_failed);
+    CHECK(cut.rfind("args: not JSON", 0) == 0);
+    CHECK(stem::decode_json<std::vector<int>>("[1,2]") == std::vector<int>{1, 2});
+}
+
 TEST_CASE("core.codec: vectors and string maps, nested") {
     grid g;
     g.rows = {{1, 2}, {}, {3}};

@@ -320,7 +320,7 @@ std::string encode_json(const T& v) {
         return "null";
     } else if constexpr (std::same_as<T, bool>) {
         return v ? "true" : "false";
-    } else if constexpr (std::is_integral_v<T>) {
+    } else if constexpr (std::is_integral_v<T> && sizeof(T) <= sizeof(std::int64_t)) {
         char digits[24];
         return std::string(digits, std::to_chars(digits, digits + sizeof digits, v).ptr);
     } else {
@@ -334,25 +334,35 @@ std::string encode_json(const T& v) {
 
 /// JSON text as a T; malformed JSON or a mismatch gives stem::error(decode_failed).
 /// The parsed tree lives in a stack buffer when it fits.
-/// The parser is kept per thread: constructing one costs more than parsing a small document.
-template <class T>
-T decode_json(std::string_view text, std::string_view root = "value") {
+namespace detail {
+/// `text` parsed into `sp`. A document of up to 64 KiB goes through the thread's parser, kept
+/// because constructing one costs more than parsing a small document; a larger one gets a
+/// parser of its own, so that the kept one never holds on to a large internal stack.
+inline boost::json::value parse_json(std::string_view text, boost::system::error_code& ec, boost::json::storage_ptr sp) {
+    if (text.size() > 64 * 1024) return boost::json::parse(text, ec, std::move(sp));
     thread_local boost::json::parser parser;
-    unsigned char buf[4096];
-    boost::json::monotonic_resource mr(buf, sizeof buf);
-    boost::system::error_code ec;
-    parser.reset(&mr);
+    parser.reset(std::move(sp));
     try {
         parser.write(text.data(), text.size(), ec);
     } catch (...) {
-        parser.reset();  // it may hold values in `mr`, which ends here
+        parser.reset();  // it may hold values in `sp`, which may end with the caller
         throw;
     }
     if (ec) {
         parser.reset();
-        throw error(errc::decode_failed, fmt::format("{}: not JSON ({})", root, ec.message()));
+        return nullptr;
     }
-    auto v = parser.release();
+    return parser.release();
+}
+}  // namespace detail
+
+template <class T>
+T decode_json(std::string_view text, std::string_view root = "value") {
+    unsigned char buf[4096];
+    boost::json::monotonic_resource mr(buf, sizeof buf);
+    boost::system::error_code ec;
+    auto v = detail::parse_json(text, ec, &mr);
+    if (ec) throw error(errc::decode_failed, fmt::format("{}: not JSON ({})", root, ec.message()));
     return from_json_value<T>(v, root);
 }
 

@@ -779,7 +779,7 @@ private:
                            .state = s,
                            .result_encoder = env.result_encoder,
                            .attempt = env.attempt,
-                           .meta = meta,
+                           .meta = meta.empty() ? boost::json::object() : boost::json::object(meta),  // (copying an empty one is not free)
                            .queue = env.queue,
                            .worker_id = info_.id,
                            .group_id = env.group_id,

@@ -51,19 +51,21 @@ public:
                     s_->waiters.erase(it);
                 }
             }
-            auto key = status_key_view::of(st.id);
+            auto key = status_key::of(st.id);
             auto state = st.state;
-            s_->by_state[std::size_t(state)]++;
             if (auto it = s_->statuses.find(key); it != s_->statuses.end()) {
                 auto& e = it->second;
                 s_->by_state[std::size_t(e.state)]--;
                 e.expires = expires;
                 e.state = state;
                 *e.status = std::move(st);
+                it->first.id = e.status->id;  // the same id, in the new status's string
             } else {
-                status_key k{st.id, key.hash};
-                s_->statuses.emplace(std::move(k), entry{expires, state, std::make_unique<task_status>(std::move(st))});
+                auto boxed = std::make_unique<task_status>(std::move(st));
+                key.id = boxed->id;
+                s_->statuses.emplace(key, entry{expires, state, std::move(boxed)});
             }
+            s_->by_state[std::size_t(state)]++;
         }
         for (auto& w : wake) w->notify();
         return done();
@@ -220,15 +222,13 @@ private:
         std::deque<task_status> pending;  // guarded by owner->mu
         std::shared_ptr<detail::waiter> w = std::make_shared<detail::waiter>();
     };
-    /// A task id and its hash: growing the table rehashes without reading the ids.
+    /// A task id and its hash: growing the table rehashes without reading the ids. In the
+    /// table, the id is a view of the record's own `task_status::id` (the id is not stored
+    /// twice); replacing the record points it at the new record's string.
     struct status_key {
-        std::string id;
+        mutable std::string_view id;
         std::size_t hash;
-    };
-    struct status_key_view {
-        std::string_view id;
-        std::size_t hash;
-        static status_key_view of(std::string_view id) noexcept { return {id, boost::hash<std::string_view>{}(id)}; }
+        static status_key of(std::string_view id) noexcept { return {id, boost::hash<std::string_view>{}(id)}; }
     };
     struct status_key_ops {
         using is_transparent = void;
@@ -263,7 +263,7 @@ private:
         std::unordered_map<std::string, std::vector<std::weak_ptr<watch_impl>>> watchers;
 
         std::optional<task_status> lookup(const std::string& id, time_point now) {
-            auto it = statuses.find(status_key_view::of(id));
+            auto it = statuses.find(status_key::of(id));
             if (it == statuses.end()) return std::nullopt;
             if (it->second.expires <= now) {
                 by_state[std::size_t(it->second.state)]--;
