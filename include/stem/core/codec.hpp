@@ -332,8 +332,6 @@ std::string encode_json(const T& v) {
     }
 }
 
-/// JSON text as a T; malformed JSON or a mismatch gives stem::error(decode_failed).
-/// The parsed tree lives in a stack buffer when it fits.
 namespace detail {
 /// `text` parsed into `sp`. A document of up to 64 KiB goes through the thread's parser, kept
 /// because constructing one costs more than parsing a small document; a larger one gets a
@@ -356,6 +354,8 @@ inline boost::json::value parse_json(std::string_view text, boost::system::error
 }
 }  // namespace detail
 
+/// JSON text as a T; malformed JSON or a mismatch gives stem::error(decode_failed).
+/// The parsed tree lives in a stack buffer when it fits.
 template <class T>
 T decode_json(std::string_view text, std::string_view root = "value") {
     unsigned char buf[4096];
