@@ -231,12 +231,9 @@ private:
         static status_key of(std::string_view id) noexcept { return {id, boost::hash<std::string_view>{}(id)}; }
     };
     struct status_key_ops {
-        using is_transparent = void;
         using is_avalanching = void;  // boost::hash of a string already mixes well
-        template <class K>
-        std::size_t operator()(const K& k) const noexcept { return k.hash; }
-        template <class A, class B>
-        bool operator()(const A& a, const B& b) const noexcept { return a.hash == b.hash && a.id == b.id; }
+        std::size_t operator()(const status_key& k) const noexcept { return k.hash; }
+        bool operator()(const status_key& a, const status_key& b) const noexcept { return a.hash == b.hash && a.id == b.id; }
     };
     struct entry {
         time_point expires;
