@@ -240,6 +240,14 @@ void list_and_count_by_state() {
         stem::status_filter after_two{.state = stem::task_state::failed, .limit = 10, .offset = 2};
         auto rest = co_await r.list(after_two);
         CHECK(rest.size() == 1);
+        // A status that changes state is counted in its new state only.
+        auto moving = stem::make_task_id();
+        co_await r.set(make_status(moving, stem::task_state::running), std::nullopt);
+        CHECK(co_await r.count(stem::task_state::running) == 1);
+        co_await r.set(make_status(moving, stem::task_state::succeeded), std::nullopt);
+        CHECK(co_await r.count(stem::task_state::running) == 0);
+        CHECK(co_await r.count(stem::task_state::succeeded) == 3);
+        CHECK(co_await r.count(std::nullopt) == 6);
     });
 }
 

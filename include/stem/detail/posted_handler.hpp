@@ -8,6 +8,7 @@
 #include <utility>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
@@ -20,6 +21,11 @@ struct posted_handler {
     virtual ~posted_handler() = default;
     /// Posts the handler with `args` to its executor; later calls do nothing.
     virtual void complete(Args... args) = 0;
+    /// The executor it runs on.
+    virtual boost::asio::any_io_executor executor() const = 0;
+    /// Runs the handler with `args` at once; the caller runs in its executor (one post
+    /// completes many handlers of one executor). Later calls do nothing.
+    virtual void invoke(Args... args) = 0;
     /// Answered already.
     bool done() const noexcept { return done_; }
 
@@ -48,6 +54,18 @@ public:
         boost::asio::post(ex, [h = std::move(h_), work = std::move(work_), ... a = std::move(args)]() mutable {
             std::move(h)(std::move(a)...);
         });
+    }
+
+    boost::asio::any_io_executor executor() const override {
+        return boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
+    }
+
+    void invoke(Args... args) override {
+        if (this->done_) return;
+        this->done_ = true;
+        if (auto slot = boost::asio::get_associated_cancellation_slot(h_); slot.is_connected()) slot.clear();
+        auto work = std::move(work_);  // the caller's context stays alive until the handler ran
+        std::move(h_)(std::move(args)...);
     }
 
 private:

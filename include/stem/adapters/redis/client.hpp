@@ -214,13 +214,9 @@ public:
         co_return std::move(rs[0]);
     }
 
-    /// Sends an EVALSHA of `s` at once, in call order with this thread's other commands,
-    /// without waiting for it (errors are dropped: only for work that has a fallback).
-    void send_script(const script& s, const std::vector<std::string>& keys, const std::vector<std::string>& args) {
-        request r;
-        push_script(r, s, keys, args);
-        main()->send(std::move(r), {});
-    }
+    /// Sends `req` at once, in call order with this thread's other commands, without
+    /// waiting for it (errors are dropped: only for work that has a fallback).
+    void send(request req) { main()->send(std::move(req), {}); }
 
     /// Runs a blocking command (XREADGROUP … BLOCK) on a connection of its own, so the
     /// shared connection never waits behind it. If the caller is cancelled, the replies

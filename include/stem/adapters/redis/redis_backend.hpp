@@ -11,6 +11,7 @@
 #include <stem/detail/status_hub.hpp>
 #include <stem/detail/status_row.hpp>
 
+#include <array>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -18,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -50,10 +52,9 @@ public:
         auto now = clock::now();
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
-        std::string state_name(to_string(st.state));
         // What GET finds and what is published (see detail/backend_scripts.hpp).
-        auto stored = state_name + '\0' + st.name + '\0' + serialize(st);
-        state::write w{st.id, std::move(state_name), std::move(stored), ttl.value_or(s->opts.default_ttl).count()};
+        auto stored = fmt::format("{}{}{}{}{}", to_string(st.state), '\0', st.name, '\0', serialize(st));
+        state::write w{st.id, st.state, std::move(stored), ttl.value_or(s->opts.default_ttl).count()};
         co_await s->writes->submit(std::move(w));
         s->hub->published(st);
     }
@@ -68,7 +69,12 @@ public:
         auto deadline = std::chrono::steady_clock::now() + timeout;
         auto channel = s->channel(id);
         state::listening guard{s, channel};
-        co_await s->subs->subscribe(channel, deadline);
+        // The first read runs beside the subscription: a task already finished costs one
+        // round trip, not two. Otherwise the hub reads again once subscribed, so a status
+        // written between that read and the subscription is not missed.
+        using namespace boost::asio::experimental::awaitable_operators;
+        auto first = co_await (s->subs->subscribe(channel, deadline) && s->read(id));
+        if (first && is_terminal(first->state)) co_return first;
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         co_return co_await s->hub->wait(reader(s), std::move(id), std::max(left, std::chrono::milliseconds(0)));
     }
@@ -161,7 +167,8 @@ public:
         co_await s->eval(s->heartbeat, std::move(args));
     }
 
-    /// Status writes go through one coalescer, one batch at a time, in order.
+    /// Status writes go through one coalescer, whose batches reach the server in order on one
+    /// connection.
     backend_capabilities capabilities() const noexcept { return {.ordered_writes = true}; }
 
     awaitable<std::vector<worker_heartbeat>> list_heartbeats() {
@@ -187,7 +194,9 @@ private:
     struct state : std::enable_shared_from_this<state> {
         /// One status to store.
         struct write {
-            std::string id, state, stored;  ///< stored: "<state>\0<name>\0<JSON>"
+            std::string id;
+            task_state state;
+            std::string stored;  ///< "<state>\0<name>\0<JSON>"
             std::int64_t ttl_ms = 0;
         };
 
@@ -204,17 +213,16 @@ private:
         explicit state(redis_backend_options o)
             : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server, opts.executor),
               // Waiters are woken by messages; the hub's own re-reading is only a backstop.
-              hub(std::make_shared<detail::status_hub>(std::chrono::hours(1))), set_script(script("set", redis::detail::backend_lua::set)),
-              list_script(script("list", redis::detail::backend_lua::list)), count_script(script("count", redis::detail::backend_lua::count)),
+              hub(std::make_shared<detail::status_hub>(std::chrono::hours(1))), list_script(script("list", redis::detail::backend_lua::list)), count_script(script("count", redis::detail::backend_lua::count)),
               group_init(script("group_init", redis::detail::backend_lua::group_init)), group_add(script("group_add", redis::detail::backend_lua::group_add)),
               group_claim(script("group_claim", redis::detail::backend_lua::group_claim)), heartbeat(script("heartbeat", redis::detail::backend_lua::heartbeat)),
               heartbeats(script("heartbeats", redis::detail::backend_lua::heartbeats)) {
             if (opts.namespace_.empty() || opts.namespace_.find_first_of("{}") != std::string::npos)
                 throw error(errc::invalid_argument, fmt::format("redis_backend: bad namespace '{}'", opts.namespace_));
-            for (auto* sc : {&set_script, &list_script, &count_script, &group_init, &group_add, &group_claim, &heartbeat, &heartbeats})
+            for (auto* sc : {&list_script, &count_script, &group_init, &group_add, &group_claim, &heartbeat, &heartbeats})
                 cli.preload(*sc);
-            writes = std::make_shared<redis::detail::coalescer<write, bool>>([this](std::vector<write>& ws) { return write_many(ws); },
-                                                                             256);
+            writes = std::make_shared<redis::detail::coalescer<write, bool>>(
+                cli.executor(), [this](std::vector<write>& ws) { return write_many(ws); }, 128, 8);
         }
 
         void init() {
@@ -250,24 +258,55 @@ private:
             co_return co_await cli.eval(s, std::move(keys), std::move(args));
         }
 
-        /// The last write of an id in the batch wins: the ones before it are not sent (one
-        /// `SET` and `PUBLISH` fewer, and the script sees each id once, as its index changes
-        /// need). Typically a task's `running` status, started without waiting, and its result.
+        /// One MULTI … EXEC for the whole batch (no script: a script's per-call and per-string
+        /// costs are what bounded the server here). Per status a SET (with its TTL) and a
+        /// PUBLISH of the stored value; per state index a ZADD of the ids that join it and a ZREM
+        /// of the others, so an id stays in its current state's index only, whatever state it
+        /// was in before. The last write of an id in the batch wins: the ones before it are not
+        /// sent (typically a task's `running` status and its result).
         awaitable<std::vector<bool>> write_many(std::vector<write>& ws) {
             auto send = detail::last_of_each(ws.size(), [&](std::size_t i) -> std::string_view { return ws[i].id; });
-            std::vector<std::string> args;
-            args.reserve(ws.size() * 4);
+            auto now = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch()).count();
+            constexpr std::size_t n_states = std::size_t(task_state::cancelled) + 1;
+            std::array<std::vector<std::string>, n_states> join;  // ZADD arguments per state
+            std::vector<std::string_view> ids;
+            redis::request r;
+            r.push("MULTI");
             for (std::size_t i = 0; i < ws.size(); ++i) {
                 if (!send[i]) continue;
                 auto& w = ws[i];
-                args.push_back(std::move(w.id));
-                args.push_back(std::move(w.state));
-                args.push_back(std::move(w.stored));
-                args.push_back(std::to_string(w.ttl_ms));
+                r.push("SET", prefix + ":s:" + w.id, w.stored, "PX", w.ttl_ms);
+                r.push("PUBLISH", channel(w.id), w.stored);
+                auto& j = join[std::size_t(w.state)];
+                if (j.empty()) {
+                    j.emplace_back("ZADD");
+                    j.push_back(index_key(w.state));
+                }
+                j.push_back(std::to_string(now + w.ttl_ms));
+                j.push_back(w.id);
+                ids.push_back(w.id);
             }
-            co_await eval(set_script, std::move(args));
+            std::vector<std::string_view> leave;
+            for (std::size_t st = 0; st < n_states; ++st) {
+                auto key = index_key(task_state(st));
+                leave.assign({"ZREM", key});
+                for (std::size_t i = 0, k = 0; i < ws.size(); ++i)
+                    if (send[i]) {
+                        if (ws[i].state != task_state(st)) leave.push_back(ids[k]);
+                        ++k;
+                    }
+                if (leave.size() > 2) r.push_range(leave.begin(), leave.end());
+                if (!join[st].empty()) r.push_range(join[st].begin(), join[st].end());
+            }
+            r.push("EXEC");
+            auto rs = co_await cli.exec(std::move(r));
+            auto& done = redis::checked(*rs.back(), "set");  // EXECABORT when a command was refused
+            if (redis::is_nil(done)) throw error(errc::backend_failure, "redis_backend: a status batch was not applied");
+            for (std::size_t i = 0; i < redis::size(done); ++i) redis::checked(redis::at(done, i), "set");
             co_return std::vector<bool>(ws.size(), true);
         }
+
+        std::string index_key(task_state st) const { return fmt::format("{}:idx:{}", prefix, to_string(st)); }
 
         awaitable<std::optional<task_status>> read(const std::string& id) {
             redis::request req;
@@ -293,7 +332,7 @@ private:
         redis::client cli;
         std::shared_ptr<detail::status_hub> hub;
         std::shared_ptr<redis::detail::subscriber> subs;
-        redis::script set_script, list_script, count_script, group_init, group_add, group_claim, heartbeat, heartbeats;
+        redis::script list_script, count_script, group_init, group_add, group_claim, heartbeat, heartbeats;
         std::shared_ptr<redis::detail::coalescer<write, bool>> writes;
     };
     using subscribed_watch = subscribed_watch_t<state::listening>;

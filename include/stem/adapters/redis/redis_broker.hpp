@@ -11,9 +11,12 @@
 #include <stem/core/clock.hpp>
 
 #include <algorithm>
+#include <charconv>
+#include <iterator>
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -299,7 +302,7 @@ private:
     struct state : std::enable_shared_from_this<state> {
         explicit state(redis_broker_options o)
             : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server, opts.executor),
-              consume(script("consume", redis::detail::broker_lua::consume)), ensure_script(script("ensure", redis::detail::broker_lua::ensure)), lease_new(script("lease_new", redis::detail::broker_lua::lease_new)),
+              reclaim(script("reclaim", redis::detail::broker_lua::reclaim)), ensure_script(script("ensure", redis::detail::broker_lua::ensure)),
               ack(script("ack", redis::detail::broker_lua::ack)), requeue(script("requeue", redis::detail::broker_lua::requeue)), extend(script("extend", redis::detail::broker_lua::extend)),
               retry(script("retry", redis::detail::broker_lua::retry)), dead(script("dead", redis::detail::broker_lua::dead)), dead_page(script("dead_page", redis::detail::broker_lua::dead_page)),
               replay_one(script("replay_one", redis::detail::broker_lua::replay_one)), purge_dead(script("purge_dead", redis::detail::broker_lua::purge_dead)), purge(script("purge", redis::detail::broker_lua::purge)),
@@ -307,8 +310,8 @@ private:
             if (opts.namespace_.empty() || opts.namespace_.find_first_of("{}") != std::string::npos)
                 throw error(errc::invalid_argument, fmt::format("redis_broker: bad namespace '{}'", opts.namespace_));
             acks = std::make_shared<redis::detail::coalescer<lease, bool>>(
-                [this](std::vector<lease>& ls) { return ack_many(ls); }, 512);
-            for (auto* sc : {&consume, &ensure_script, &lease_new, &ack, &requeue, &extend, &retry, &dead, &dead_page, &replay_one,
+                cli.executor(), [this](std::vector<lease>& ls) { return ack_many(ls); }, 256, 8);
+            for (auto* sc : {&reclaim, &ensure_script, &ack, &requeue, &extend, &retry, &dead, &dead_page, &replay_one,
                              &purge_dead, &purge, &stats_script, &sweep, &broadcast_read})
                 cli.preload(*sc);
         }
@@ -360,7 +363,8 @@ private:
             ensured.clear();
         }
 
-        /// One round trip: broadcasts, then the consume script (and now and then the sweep).
+        /// One round trip: broadcasts, the reclaim script, a plain XREADGROUP of the queues'
+        /// streams (and now and then the sweep); then `settle` keeps the best `max`.
         awaitable<std::vector<delivery>> claim(const subscription& sub, std::size_t max, std::int64_t& next_ms) {
             auto now = now_ms();
             std::vector<std::string> args{prefix, std::to_string(now), sub.consumer};
@@ -373,12 +377,15 @@ private:
                 redis::client::push_script(r, broadcast_read, {prefix + ":queues"}, a);
             }
             bool q = !sub.queues.empty();
+            read_plan plan;
             if (q) {
                 auto a = args;
                 a.push_back(std::to_string(max));
                 a.push_back(std::to_string(opts.default_visibility_timeout.count()));
                 a.insert(a.end(), sub.queues.begin(), sub.queues.end());
-                redis::client::push_script(r, consume, {prefix + ":queues"}, a);
+                redis::client::push_script(r, reclaim, {prefix + ":queues"}, a);
+                plan = read_command(sub, max, std::nullopt);
+                r.push_range(plan.argv.begin(), plan.argv.end());
             }
             bool sweeping = q && due_for_sweep();
             if (sweeping) {
@@ -388,17 +395,45 @@ private:
                 redis::client::push_script(r, sweep, {prefix + ":queues"}, a);
             }
             auto rs = co_await cli.exec(std::move(r));
-            if (std::any_of(rs.begin(), rs.end(), [](auto& x) { return redis::is_error(*x) && redis::text(*x).starts_with("NOSCRIPT"); })) {
+            const redisReply* bc_rep = bc ? rs[0].get() : nullptr;
+            const redisReply* reclaimed = q ? rs[bc].get() : nullptr;
+            const redisReply* read = q ? rs[bc + 1].get() : nullptr;
+            const redisReply* swept = sweeping ? rs[bc + 2].get() : nullptr;
+            bool script_failed = false, noscript = false;
+            for (auto* x : {bc_rep, reclaimed, swept})
+                if (x && redis::is_error(*x)) {
+                    script_failed = true;
+                    noscript = noscript || redis::text(*x).starts_with("NOSCRIPT");
+                }
+            std::vector<candidate> cs;
+            if (q && !script_failed) {
+                auto& c = *reclaimed;
+                next_ms = redis::integer(redis::at(c, 0));
+                for (std::size_t k = 1; k + 6 <= redis::size(c); k += 6)
+                    cs.push_back({std::size_t(redis::integer(redis::at(c, k))) - 1, int(redis::integer(redis::at(c, k + 1))),
+                                  redis::text(redis::at(c, k + 2)), redis::text(redis::at(c, k + 5)),
+                                  std::uint64_t(redis::integer(redis::at(c, k + 3))), redis::integer(redis::at(c, k + 4)), {}});
+            }
+            if (read) {
+                if (redis::is_error(*read) && redis::text(*read).find("NOGROUP") != std::string_view::npos) {
+                    forget_ensured();  // someone removed the keys: make them again
+                    co_await ensure(sub.queues);
+                } else if (!redis::is_nil(redis::checked(*read, "XREADGROUP"))) {
+                    add_read(cs, *read, plan);
+                }
+            }
+            // After a failed script, what was read goes to the next consumer at once.
+            auto fresh = settle(cs, sub.queues, script_failed ? 0 : max);
+            if (noscript) {
                 // First use on this server: load the scripts and try again.
                 redis::request load;
-                for (auto* sc : {&broadcast_read, &consume, &sweep}) load.push("SCRIPT", "LOAD", sc->source());
+                for (auto* sc : {&broadcast_read, &reclaim, &sweep}) load.push("SCRIPT", "LOAD", sc->source());
                 for (auto& x : co_await cli.exec(std::move(load))) redis::checked(*x, "SCRIPT LOAD");
                 co_return co_await claim(sub, max, next_ms);
             }
             std::vector<delivery> out;
-            std::size_t i = 0;
             if (bc) {
-                auto& b = redis::checked(*rs[i++], "broadcast_read");
+                auto& b = redis::checked(*bc_rep, "broadcast_read");
                 for (std::size_t k = 0; k + 1 < redis::size(b); k += 2) {
                     delivery d;
                     d.queue = sub.broadcasts.at(std::size_t(redis::integer(redis::at(b, k))) - 1);
@@ -412,18 +447,10 @@ private:
                 }
             }
             if (q) {
-                auto& c = redis::checked(*rs[i++], "consume");
-                next_ms = redis::integer(redis::at(c, 0));
-                for (std::size_t k = 1; k + 6 <= redis::size(c); k += 6) {
-                    delivery d;
-                    d.queue = sub.queues.at(std::size_t(redis::integer(redis::at(c, k))) - 1);
-                    d.locator = fmt::format("{}:{}", redis::integer(redis::at(c, k + 1)), redis::text(redis::at(c, k + 2)));
-                    d.token = std::uint64_t(redis::integer(redis::at(c, k + 3)));
-                    d.lease_expires = time_point(std::chrono::milliseconds(redis::integer(redis::at(c, k + 4))));
-                    if (decode_or_bury(d, redis::text(redis::at(c, k + 5)))) out.push_back(std::move(d));
-                }
+                redis::checked(*reclaimed, "reclaim");
+                std::move(fresh.begin(), fresh.end(), std::back_inserter(out));
             }
-            if (sweeping) redis::checked(*rs[i++], "sweep");
+            if (sweeping) redis::checked(*swept, "sweep");
             co_return out;
         }
 
@@ -463,28 +490,16 @@ private:
         /// Waits in XREADGROUP … BLOCK for new entries of the subscription's queues, then
         /// leases what it got.
         awaitable<std::vector<delivery>> block_read(const subscription& sub, std::size_t max, std::chrono::milliseconds block) {
-            std::vector<std::string> argv{"XREADGROUP", "GROUP", "stem", sub.consumer, "COUNT", std::to_string(max),
-                                          "BLOCK", std::to_string(block.count()), "STREAMS"};
-            std::vector<stream_key> keys;
-            for (std::size_t qi = 0; qi < sub.queues.size(); ++qi)
-                for (int p = 9; p >= 0; --p) {
-                    argv.push_back(fmt::format("{}:q:{}:{}", prefix, sub.queues[qi], p));
-                    keys.push_back({qi, p});
-                }
-            for (std::size_t k = 0; k < keys.size(); ++k) argv.push_back(">");
+            auto plan = read_command(sub, max, block);
             redis::request r;
-            r.push_range(argv.begin(), argv.end());
+            r.push_range(plan.argv.begin(), plan.argv.end());
             // Entries a cancelled reader got are leased as expired: the next consumer takes them.
-            auto queues = sub.queues;
-            auto orphan = [weak = weak_from_this(), queues, keys](std::vector<redis::reply> rs) {
+            auto orphan = [weak = weak_from_this(), queues = sub.queues, plan](std::vector<redis::reply> rs) {
                 auto self = weak.lock();
                 if (!self || rs.empty() || redis::is_error(*rs[0]) || redis::is_nil(*rs[0])) return;
-                auto args = self->lease_args(*rs[0], queues, [&](std::string_view key) {
-                    for (std::size_t k = 0; k < keys.size(); ++k)
-                        if (key == fmt::format("{}:q:{}:{}", self->prefix, queues[keys[k].queue], keys[k].priority)) return k;
-                    return keys.size();
-                }, keys, -1);
-                if (args.size() > 3) boost::asio::co_spawn(self->cli.executor(), orphan_lease(self, std::move(args)), boost::asio::detached);
+                std::vector<candidate> cs;
+                self->add_read(cs, *rs[0], plan);
+                self->settle(cs, queues, 0);
             };
             redis::connection::orphan_handler on_orphan = std::move(orphan);
             auto rs = co_await cli.exec_blocking(std::move(r), std::move(on_orphan));
@@ -496,46 +511,48 @@ private:
             }
             redis::checked(rep, "XREADGROUP");
             if (redis::is_nil(rep)) co_return std::vector<delivery>{};
-            auto find = [&](std::string_view key) {
-                for (std::size_t k = 0; k < keys.size(); ++k)
-                    if (key == argv[9 + k]) return k;
-                return keys.size();
-            };
-            auto args = lease_args(rep, sub.queues, find, keys, opts.default_visibility_timeout.count());
-            // The leases are written without waiting (one round trip less): the script is queued
-            // on the shared connection before any ack of these deliveries can be, so it runs
-            // first. Should it be lost with the connection, the entries are orphans, which the
-            // sweep delivers again (and acks of them are refused meanwhile).
-            std::vector<std::string> keys_arg{prefix + ":queues"};
-            cli.send_script(lease_new, keys_arg, args);
-            auto now = now_ms();
-            // Deliveries in the order of lease_args.
-            std::vector<delivery> out;
-            std::size_t n = 0;
-            for (std::size_t s = 0; s < redis::size(rep); ++s) {
-                auto& stream = redis::at(rep, s);
-                auto k = find(redis::text(redis::at(stream, 0)));
-                if (k == keys.size()) continue;
-                auto& entries = redis::at(stream, 1);
-                for (std::size_t e = 0; e < redis::size(entries); ++e, ++n) {
-                    auto& entry = redis::at(entries, e);
-                    delivery d;
-                    d.queue = sub.queues[keys[k].queue];
-                    d.locator = fmt::format("{}:{}", keys[k].priority, redis::text(redis::at(entry, 0)));
-                    d.token = 1;
-                    auto vis = std::stoll(args.at(3 + 4 * n + 3));
-                    d.lease_expires = time_point(std::chrono::milliseconds(now + (vis > 0 ? vis : opts.default_visibility_timeout.count())));
-                    if (decode_or_bury(d, field(redis::at(entry, 1), "e"))) out.push_back(std::move(d));
-                }
-            }
-            co_return out;
+            std::vector<candidate> cs;
+            add_read(cs, rep, plan);
+            co_return settle(cs, sub.queues, max);
         }
 
-        /// A stream of a blocking read: which queue of the subscription, which priority.
+        /// A stream of a read: which queue of the subscription, which priority.
         struct stream_key {
             std::size_t queue;
             int priority;
         };
+
+        /// An XREADGROUP of every stream of a subscription's queues, highest priority first.
+        /// Its COUNT applies to each stream, so it may read more than `max` in all.
+        struct read_plan {
+            std::vector<std::string> argv;
+            std::vector<stream_key> keys;
+            std::size_t first_key = 0;  ///< where the stream names start in argv
+
+            const stream_key* find(std::string_view name) const {
+                for (std::size_t k = 0; k < keys.size(); ++k)
+                    if (argv[first_key + k] == name) return &keys[k];
+                return nullptr;
+            }
+        };
+
+        read_plan read_command(const subscription& sub, std::size_t max, std::optional<std::chrono::milliseconds> block) const {
+            read_plan plan;
+            plan.argv = {"XREADGROUP", "GROUP", "stem", sub.consumer, "COUNT", std::to_string(max)};
+            if (block) {
+                plan.argv.emplace_back("BLOCK");
+                plan.argv.push_back(std::to_string(block->count()));
+            }
+            plan.argv.emplace_back("STREAMS");
+            plan.first_key = plan.argv.size();
+            for (std::size_t qi = 0; qi < sub.queues.size(); ++qi)
+                for (int p = 9; p >= 0; --p) {
+                    plan.argv.push_back(fmt::format("{}:q:{}:{}", prefix, sub.queues[qi], p));
+                    plan.keys.push_back({qi, p});
+                }
+            plan.argv.insert(plan.argv.end(), plan.keys.size(), ">");
+            return plan;
+        }
 
         static std::string_view field(const redisReply& f, std::string_view name) {
             for (std::size_t i = 0; i + 1 < redis::size(f); i += 2)
@@ -543,56 +560,108 @@ private:
             return {};
         }
 
-        /// ARGV of lease_new (after prefix and now) for the entries of an XREADGROUP reply.
-        template <class Find, class Keys>
-        std::vector<std::string> lease_args(const redisReply& rep, const std::vector<std::string>& queues, Find find, const Keys& keys,
-                                            std::int64_t dvis) {
-            std::vector<std::string> args{prefix, std::to_string(now_ms()), std::to_string(dvis)};
+        /// An entry taken by a consume: taken again by the reclaim script (leased already), or
+        /// just read (no lease yet). Views into the replies.
+        struct candidate {
+            std::size_t queue;  ///< index in the subscription's queues
+            int priority;
+            std::string_view id, text;
+            std::uint64_t token;
+            std::int64_t expires;  ///< the reclaim script's lease; 0 when just read
+            std::string_view vis;  ///< the visibility field of an entry just read
+        };
+
+        /// Adds the entries of an XREADGROUP reply of `plan` to `cs`.
+        static void add_read(std::vector<candidate>& cs, const redisReply& rep, const read_plan& plan) {
             for (std::size_t s = 0; s < redis::size(rep); ++s) {
                 auto& stream = redis::at(rep, s);
-                auto k = find(redis::text(redis::at(stream, 0)));
-                if (k == keys.size()) continue;
+                auto* key = plan.find(redis::text(redis::at(stream, 0)));
+                if (!key) continue;
                 auto& entries = redis::at(stream, 1);
                 for (std::size_t e = 0; e < redis::size(entries); ++e) {
-                    auto& entry = redis::at(entries, e);
-                    args.push_back(queues[keys[k].queue]);
-                    args.push_back(std::to_string(keys[k].priority));
-                    args.emplace_back(redis::text(redis::at(entry, 0)));
-                    args.emplace_back(field(redis::at(entry, 1), "v"));
+                    auto& item = redis::at(entries, e);
+                    auto& fields = redis::at(item, 1);
+                    cs.push_back({key->queue, key->priority, redis::text(redis::at(item, 0)), field(fields, "e"), 1, 0, field(fields, "v")});
                 }
             }
-            return args;
         }
 
-        static awaitable<void> orphan_lease(std::shared_ptr<state> self, std::vector<std::string> args) {
-            try {
-                std::vector<std::string> keys{self->prefix + ":queues"};
-                co_await self->cli.eval(self->lease_new, std::move(keys), std::move(args));
-            } catch (const std::exception&) {
-                // The sweep finds them later.
+        /// Returns the `keep` candidates of highest priority (in order taken within one
+        /// priority) as deliveries, leasing those just read for their visibility timeout. The
+        /// others (read beyond what the caller asked for, since XREADGROUP's COUNT applies to
+        /// each stream, or by a reader that went away) get a lease that has already expired,
+        /// scored so that the next consumer takes them highest priority first. One ZADD per
+        /// queue, sent without waiting (one round trip less): it is queued on the shared
+        /// connection before any ack of these deliveries can be, so it runs first. Should it
+        /// be lost with the connection, the entries are orphans, which the sweep delivers
+        /// again (and acks of them are refused meanwhile).
+        std::vector<delivery> settle(std::vector<candidate>& cs, const std::vector<std::string>& queues, std::size_t keep) {
+            std::stable_sort(cs.begin(), cs.end(), [](const candidate& a, const candidate& b) { return a.priority > b.priority; });
+            keep = std::min(keep, cs.size());
+            std::vector<std::vector<std::string>> zadd(queues.size());
+            auto now = now_ms();
+            for (std::size_t i = 0; i < cs.size(); ++i) {
+                auto& c = cs[i];
+                std::int64_t score = 9 - c.priority;  // expired, highest priority first
+                if (i < keep) {
+                    if (c.expires > 0) continue;  // leased by the reclaim script
+                    std::int64_t vis = 0;
+                    std::from_chars(c.vis.data(), c.vis.data() + c.vis.size(), vis);
+                    score = c.expires = now + (vis > 0 ? vis : opts.default_visibility_timeout.count());
+                }
+                auto& z = zadd[c.queue];
+                if (z.empty()) z = {"ZADD", prefix + ":leases:" + queues[c.queue]};
+                z.push_back(std::to_string(score));
+                z.push_back(fmt::format("{}:{}:{}", c.priority, c.id, c.token));
             }
+            redis::request r;
+            for (auto& z : zadd)
+                if (!z.empty()) r.push_range(z.begin(), z.end());
+            if (r.commands() > 0) cli.send(std::move(r));
+            std::vector<delivery> out;
+            out.reserve(keep);
+            for (std::size_t i = 0; i < keep; ++i) {
+                delivery d;
+                d.queue = queues[cs[i].queue];
+                d.locator = fmt::format("{}:{}", cs[i].priority, cs[i].id);
+                d.token = cs[i].token;
+                d.lease_expires = time_point(std::chrono::milliseconds(cs[i].expires));
+                if (decode_or_bury(d, cs[i].text)) out.push_back(std::move(d));
+            }
+            return out;
         }
 
-        /// One script call for every lease in `ls`.
+        /// One script call for every lease in `ls`, grouped by stream.
         awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
+            std::vector<std::vector<std::size_t>> groups;  // positions in ls, per stream
+            for (std::size_t i = 0; i < ls.size(); ++i) {
+                auto g = std::find_if(groups.begin(), groups.end(), [&](auto& g) {
+                    return ls[g[0]].queue == ls[i].queue && ls[g[0]].priority == ls[i].priority;
+                });
+                if (g == groups.end()) groups.emplace_back(1, i);
+                else g->push_back(i);
+            }
             std::vector<std::string> args;
-            args.reserve(ls.size() * 4);
-            for (auto& l : ls) {
-                args.push_back(l.queue);
-                args.push_back(l.priority);
-                args.push_back(l.id);
-                args.push_back(std::to_string(l.token));
+            args.reserve(ls.size() * 2 + groups.size() * 3);
+            for (auto& g : groups) {
+                args.push_back(ls[g[0]].queue);
+                args.push_back(ls[g[0]].priority);
+                args.push_back(std::to_string(g.size()));
+                for (auto i : g) args.push_back(fmt::format("{}:{}:{}", ls[i].priority, ls[i].id, ls[i].token));
+                for (auto i : g) args.push_back(ls[i].id);
             }
             auto r = co_await eval(ack, std::move(args));
-            std::vector<bool> out;
-            for (std::size_t i = 0; i < ls.size(); ++i) out.push_back(redis::integer(redis::at(*r, i)) == 1);
+            std::vector<bool> out(ls.size());
+            std::size_t k = 0;
+            for (auto& g : groups)
+                for (auto i : g) out[i] = redis::integer(redis::at(*r, k++)) == 1;
             co_return out;
         }
 
         redis_broker_options opts;
         std::string prefix;
         redis::client cli;
-        redis::script consume, ensure_script, lease_new, ack, requeue, extend, retry, dead, dead_page, replay_one, purge_dead, purge,
+        redis::script reclaim, ensure_script, ack, requeue, extend, retry, dead, dead_page, replay_one, purge_dead, purge,
             stats_script, sweep, broadcast_read;
         std::shared_ptr<redis::detail::coalescer<lease, bool>> acks;
         std::mutex mu;

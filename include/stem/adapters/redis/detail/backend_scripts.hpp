@@ -1,5 +1,6 @@
 // stem/adapters/redis: the Redis adapters (hiredis for the protocol, Asio for the I/O).
-// detail/backend_scripts.hpp — the Lua scripts of redis_backend.
+// detail/backend_scripts.hpp — the Lua scripts of redis_backend. Status writes use none: they
+// are one MULTI … EXEC per batch (redis_backend.hpp, write_many).
 //
 // Keys (P is "{namespace}"):
 //   P:s:<task id>     string "<state>\0<task name>\0<status JSON>", expires with its TTL
@@ -21,36 +22,6 @@ local P, now = ARGV[1], tonumber(ARGV[2])
 local states = {'queued', 'running', 'retried', 'succeeded', 'failed', 'cancelled'}
 -- Cuts expired statuses off the state indexes.
 local function prune(st) redis.call('ZREMRANGEBYSCORE', P .. ':idx:' .. st, '-inf', now) end
-)lua";
-
-/// set: (id, state, stored value "<state>\0<name>\0<JSON>", ttl ms) per status, each id
-/// at most once (the index changes below are grouped per state). One SET … GET both writes
-/// a status and returns the previous one, whose state says which index to leave; the stored
-/// value is published as it is; index changes of the whole batch go in one ZREM / ZADD per
-/// state.
-inline constexpr std::string_view set = R"lua(
-local leave, join = {}, {}
-for i = 3, #ARGV, 4 do
-  local id, st, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
-  local old = redis.call('SET', P .. ':s:' .. id, ARGV[i + 2], 'PX', ttl, 'GET')
-  if old then
-    local e = string.find(old, '\0', 1, true)
-    local was = e and string.sub(old, 1, e - 1)
-    if was and was ~= st then
-      local l = leave[was]
-      if not l then l = {}; leave[was] = l end
-      l[#l + 1] = id
-    end
-  end
-  local j = join[st]
-  if not j then j = {}; join[st] = j end
-  j[#j + 1] = now + ttl
-  j[#j + 1] = id
-  redis.call('PUBLISH', P .. ':c:' .. id, ARGV[i + 2])
-end
-for st, ids in pairs(leave) do redis.call('ZREM', P .. ':idx:' .. st, unpack(ids)) end
-for st, pairs_ in pairs(join) do redis.call('ZADD', P .. ':idx:' .. st, unpack(pairs_)) end
-return 1
 )lua";
 
 /// list: ARGV[3] state ('' = any), ARGV[4] name ('' = any), ARGV[5] offset, ARGV[6] limit.

@@ -44,30 +44,18 @@ local function release(q, p, id, token)
 end
 )lua";
 
-/// consume: ARGV[3] consumer, ARGV[4] max, ARGV[5] default visibility ms, ARGV[6..] queues.
-/// Moves due delayed envelopes to their streams, takes expired leases again (same entry,
-/// token + 1), then reads new entries, priority 9 to 0 across the queues. Returns
-/// {next_ms, q_index, p, id, token, expires_ms, envelope, ...}; next_ms is the earliest
-/// due time or lease expiry still ahead (-1: none).
-inline constexpr std::string_view consume = R"lua(
+/// reclaim: ARGV[3] consumer, ARGV[4] max, ARGV[5] default visibility ms, ARGV[6..] queues.
+/// Moves due delayed envelopes to their streams and takes up to max expired leases again
+/// (same entry, token + 1). New entries are read by a plain XREADGROUP pipelined after it
+/// (redis_broker.hpp): entries read in a script would cost far more server time. Returns
+/// {next_ms, q_index, p, id, token, expires_ms, envelope, ...}; next_ms is the earliest due
+/// time or lease expiry still ahead (-1: none).
+inline constexpr std::string_view reclaim = R"lua(
 local consumer, max, dvis = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local queues = {}
-for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 local out, n, nxt = {-1}, 0, -1
 local function later(t) if t > now and (nxt < 0 or t < nxt) then nxt = t end end
-local leased = {}  -- per queue: score, member, ... (one ZADD per queue at the end)
-local function lease(qi, q, p, id, token, vis, text)
-  if vis <= 0 then vis = dvis end
-  local exp = now + vis
-  local l = leased[q]
-  if not l then l = {}; leased[q] = l end
-  l[#l + 1] = exp
-  l[#l + 1] = p .. ':' .. id .. ':' .. token
-  n = n + 1
-  out[#out + 1] = qi; out[#out + 1] = p; out[#out + 1] = id; out[#out + 1] = token
-  out[#out + 1] = exp; out[#out + 1] = text
-end
-for qi, q in ipairs(queues) do
+for qi = 1, #ARGV - 5 do
+  local q = ARGV[qi + 5]
   local delayed = P .. ':delayed:' .. q
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
     local p, vis, text = string.match(m, '^(%d):(%d+):(.*)$')
@@ -78,38 +66,31 @@ for qi, q in ipairs(queues) do
   if first[2] then later(tonumber(first[2])) end
   local leases = P .. ':leases:' .. q
   if n < max then
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max - n)) do
-      redis.call('ZREM', leases, m)
-      local p, id, token = string.match(m, '^(%d):([^:]+):(%d+)$')
-      local got = redis.call('XCLAIM', stream(q, p), 'stem', consumer, 0, id)
-      if got[1] and got[1][2] then
-        local vis, text = fields(got[1][2])
-        lease(qi, q, tonumber(p), id, tonumber(token) + 1, vis, text)
+    local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max - n)
+    if #expired > 0 then
+      redis.call('ZREM', leases, unpack(expired))
+      local renewed = {}
+      for _, m in ipairs(expired) do
+        local p, id, token = string.match(m, '^(%d):([^:]+):(%d+)$')
+        local got = redis.call('XCLAIM', stream(q, p), 'stem', consumer, 0, id)
+        if got[1] and got[1][2] then
+          local vis, text = fields(got[1][2])
+          if vis <= 0 then vis = dvis end
+          local exp = now + vis
+          token = tonumber(token) + 1
+          renewed[#renewed + 1] = exp
+          renewed[#renewed + 1] = p .. ':' .. id .. ':' .. token
+          n = n + 1
+          out[#out + 1] = qi; out[#out + 1] = tonumber(p); out[#out + 1] = id; out[#out + 1] = token
+          out[#out + 1] = exp; out[#out + 1] = text
+        end
       end
+      if #renewed > 0 then redis.call('ZADD', leases, unpack(renewed)) end
     end
   end
   local soon = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
   if soon[2] then later(tonumber(soon[2])) end
 end
-for p = 9, 0, -1 do
-  for qi, q in ipairs(queues) do
-    if n >= max then break end
-    local s = stream(q, p)
-    local res = redis.pcall('XREADGROUP', 'GROUP', 'stem', consumer, 'COUNT', max - n, 'STREAMS', s, '>')
-    if type(res) == 'table' and res.err then
-      if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end
-      redis.call('XGROUP', 'CREATE', s, 'stem', '0', 'MKSTREAM')
-      res = redis.call('XREADGROUP', 'GROUP', 'stem', consumer, 'COUNT', max - n, 'STREAMS', s, '>')
-    end
-    if res then
-      for _, entry in ipairs(res[1][2]) do
-        local vis, text = fields(entry[2])
-        lease(qi, q, p, entry[1], 1, vis, text)
-      end
-    end
-  end
-end
-for q, l in pairs(leased) do redis.call('ZADD', P .. ':leases:' .. q, unpack(l)) end
 out[1] = nxt
 return out
 )lua";
@@ -127,57 +108,35 @@ end
 return 1
 )lua";
 
-/// lease_new: ARGV[3] default visibility ms, then (queue, p, id, visibility ms) per entry
-/// read by a blocking XREADGROUP; ARGV[3] = -1 makes the leases expired at once (the
-/// reader went away). Returns the expiry of each lease.
-inline constexpr std::string_view lease_new = R"lua(
-local dvis, out = tonumber(ARGV[3]), {}
-for i = 4, #ARGV, 4 do
-  local vis = tonumber(ARGV[i + 3])
-  if vis <= 0 then vis = dvis end
-  local exp = now + vis
-  if dvis < 0 then exp = 0 end
-  redis.call('ZADD', P .. ':leases:' .. ARGV[i], exp, ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':1')
-  out[#out + 1] = exp
-end
-return out
-)lua";
-
-/// ack: (queue, p, id, token) per lease; returns 1/0 per lease (0: not held). Leases of
-/// one stream are checked with one ZMSCORE and released with one ZREM, XACK and XDEL.
+/// ack: per stream, (queue, p, n, then n lease members "<p>:<id>:<token>", then their n
+/// entry ids). Returns 1/0 per lease in argument order (0: not held). Each stream's leases
+/// are checked with one ZMSCORE and released with one ZREM, XACK and XDEL.
 inline constexpr std::string_view ack = R"lua(
-local groups, order, out = {}, {}, {}
-for i = 3, #ARGV, 4 do
-  local k = ARGV[i] .. '\0' .. ARGV[i + 1]
-  local g = groups[k]
-  if not g then
-    g = {q = ARGV[i], p = ARGV[i + 1], members = {}, ids = {}, slots = {}}
-    groups[k] = g
-    order[#order + 1] = g
-  end
-  g.members[#g.members + 1] = ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':' .. ARGV[i + 3]
-  g.ids[#g.ids + 1] = ARGV[i + 2]
-  g.slots[#g.slots + 1] = (i - 3) / 4 + 1
-  out[(i - 3) / 4 + 1] = 0
-end
-for _, g in ipairs(order) do
-  local leases = P .. ':leases:' .. g.q
-  local scores = redis.call('ZMSCORE', leases, unpack(g.members))
-  local held, ids, seen = {}, {}, {}
-  for j, m in ipairs(g.members) do
+local out, i = {}, 3
+while i <= #ARGV do
+  local q, p, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local members, held, ids, seen = {}, {}, {}, {}
+  for j = 1, n do members[j] = ARGV[i + 2 + j] end
+  local leases = P .. ':leases:' .. q
+  local scores = redis.call('ZMSCORE', leases, unpack(members))
+  for j = 1, n do
+    local m = members[j]
     if scores[j] and not seen[m] then
       seen[m] = true
       held[#held + 1] = m
-      ids[#ids + 1] = g.ids[j]
-      out[g.slots[j]] = 1
+      ids[#ids + 1] = ARGV[i + 2 + n + j]
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
     end
   end
   if #held > 0 then
-    local s = stream(g.q, g.p)
+    local s = stream(q, p)
     redis.call('ZREM', leases, unpack(held))
     redis.call('XACK', s, 'stem', unpack(ids))
     redis.call('XDEL', s, unpack(ids))
   end
+  i = i + 3 + 2 * n
 end
 return out
 )lua";

@@ -1,6 +1,6 @@
 // stem/adapters/redis: the Redis adapters (hiredis for the protocol, Asio for the I/O).
 // detail/coalescer.hpp — many small calls made at about the same time become one: while
-// one batch is at the server, the next one gathers (acks, status writes).
+// batches are at the server, the next one gathers (acks, status writes).
 #pragma once
 
 #include <stem/detail/posted_handler.hpp>
@@ -15,34 +15,39 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace stem::redis::detail {
 
-/// Runs `run_batch(items)` for every item submitted while the previous batch was in
-/// progress; each caller gets its own element of the result. At most one batch is in
-/// progress at a time, and at most `max_batch` items go in one.
+/// Runs `run_batch(items)` for the items submitted while earlier batches were in progress;
+/// each caller gets its own element of the result. At most `max_in_flight` batches are in
+/// progress at a time, and at most `max_batch` items go in one. Batches run on one strand
+/// and are taken in submission order, so when `run_batch` sends its request before its first
+/// real suspension (as a pipelined connection's exec does), requests go out in that order.
 template <class Item, class Result>
 class coalescer : public std::enable_shared_from_this<coalescer<Item, Result>> {
 public:
     using batch_fn = std::function<boost::asio::awaitable<std::vector<Result>>(std::vector<Item>&)>;
 
-    coalescer(batch_fn f, std::size_t max_batch) : run_(std::move(f)), max_(max_batch) {}
+    coalescer(const boost::asio::any_io_executor& ex, batch_fn f, std::size_t max_batch, std::size_t max_in_flight)
+        : strand_(boost::asio::make_strand(ex)), run_(std::move(f)), max_(max_batch), max_in_flight_(max_in_flight) {}
 
     boost::asio::awaitable<Result> submit(Item item) {
         return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, Result)>(
             [self = this->shared_from_this()](auto handler, Item it) {
-                auto ex = boost::asio::get_associated_executor(handler);
                 auto h = stem::detail::make_posted_handler<std::exception_ptr, Result>(std::move(handler));
                 bool start = false;
                 {
                     std::lock_guard lk(self->mu_);
                     self->items_.push_back(std::move(it));
                     self->waiting_.push_back(std::move(h));
-                    start = !std::exchange(self->busy_, true);
+                    start = self->in_flight_ < self->max_in_flight_ && self->items_.size() > self->in_flight_ * self->max_ / 2;
+                    if (start) ++self->in_flight_;
                 }
-                if (start) boost::asio::co_spawn(ex, self->drain(), boost::asio::detached);
+                if (start) boost::asio::co_spawn(self->strand_, self->drain(), boost::asio::detached);
             },
             boost::asio::use_awaitable, std::move(item));
     }
@@ -58,7 +63,7 @@ private:
             {
                 std::lock_guard lk(mu_);
                 if (items_.empty()) {
-                    busy_ = false;
+                    --in_flight_;
                     co_return;
                 }
                 auto n = std::min(max_, items_.size());
@@ -75,16 +80,36 @@ private:
             } catch (...) {
                 failure = std::current_exception();
             }
-            for (std::size_t i = 0; i < hs.size(); ++i) hs[i]->complete(failure, failure ? Result{} : std::move(results[i]));
+            if (failure) results.assign(hs.size(), Result{});
+            complete_all(std::move(hs), failure, std::move(results));
         }
     }
 
+    /// Answers the callers of a batch with one post per executor (typically one, the
+    /// application's), not one per caller.
+    static void complete_all(std::vector<std::unique_ptr<handler>> hs, std::exception_ptr failure, std::vector<Result> results) {
+        using answer = std::pair<std::unique_ptr<handler>, Result>;
+        std::vector<answer> left;
+        for (std::size_t i = 0; i < hs.size(); ++i) left.emplace_back(std::move(hs[i]), std::move(results[i]));
+        while (!left.empty()) {
+            auto ex = left.front().first->executor();
+            auto group = std::make_shared<std::vector<answer>>();
+            std::vector<answer> others;
+            for (auto& a : left) (a.first->executor() == ex ? *group : others).push_back(std::move(a));
+            boost::asio::post(ex, [group, failure] {
+                for (auto& [h, r] : *group) h->invoke(failure, std::move(r));
+            });
+            left = std::move(others);
+        }
+    }
+
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
     batch_fn run_;
-    std::size_t max_;
+    std::size_t max_, max_in_flight_;
     std::mutex mu_;
     std::vector<Item> items_;
     std::vector<std::unique_ptr<handler>> waiting_;
-    bool busy_ = false;
+    std::size_t in_flight_ = 0;  ///< drain loops running
 };
 
 }  // namespace stem::redis::detail
