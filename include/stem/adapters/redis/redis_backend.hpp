@@ -11,7 +11,6 @@
 #include <stem/detail/status_hub.hpp>
 #include <stem/detail/status_row.hpp>
 
-#include <array>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -265,38 +264,33 @@ private:
         /// was in before. The last write of an id in the batch wins: the ones before it are not
         /// sent (typically a task's `running` status and its result).
         awaitable<std::vector<bool>> write_many(std::vector<write>& ws) {
-            auto send = detail::last_of_each(ws.size(), [&](std::size_t i) -> std::string_view { return ws[i].id; });
+            auto last = detail::last_of_each(ws.size(), [&](std::size_t i) -> std::string_view { return ws[i].id; });
             auto now = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch()).count();
             constexpr std::size_t n_states = std::size_t(task_state::cancelled) + 1;
-            std::array<std::vector<std::string>, n_states> join;  // ZADD arguments per state
-            std::vector<std::string_view> ids;
+            std::vector<const write*> sent;
             redis::request r;
             r.push("MULTI");
             for (std::size_t i = 0; i < ws.size(); ++i) {
-                if (!send[i]) continue;
+                if (!last[i]) continue;
                 auto& w = ws[i];
                 r.push("SET", prefix + ":s:" + w.id, w.stored, "PX", w.ttl_ms);
                 r.push("PUBLISH", channel(w.id), w.stored);
-                auto& j = join[std::size_t(w.state)];
-                if (j.empty()) {
-                    j.emplace_back("ZADD");
-                    j.push_back(index_key(w.state));
-                }
-                j.push_back(std::to_string(now + w.ttl_ms));
-                j.push_back(w.id);
-                ids.push_back(w.id);
+                sent.push_back(&w);
             }
-            std::vector<std::string_view> leave;
             for (std::size_t st = 0; st < n_states; ++st) {
                 auto key = index_key(task_state(st));
-                leave.assign({"ZREM", key});
-                for (std::size_t i = 0, k = 0; i < ws.size(); ++i)
-                    if (send[i]) {
-                        if (ws[i].state != task_state(st)) leave.push_back(ids[k]);
-                        ++k;
+                std::vector<std::string_view> leave{"ZREM", key};
+                std::vector<std::string> join{"ZADD", key};
+                for (auto* w : sent) {
+                    if (w->state != task_state(st)) {
+                        leave.push_back(w->id);
+                    } else {
+                        join.push_back(std::to_string(now + w->ttl_ms));
+                        join.push_back(w->id);
                     }
+                }
                 if (leave.size() > 2) r.push_range(leave.begin(), leave.end());
-                if (!join[st].empty()) r.push_range(join[st].begin(), join[st].end());
+                if (join.size() > 2) r.push_range(join.begin(), join.end());
             }
             r.push("EXEC");
             auto rs = co_await cli.exec(std::move(r));

@@ -12,8 +12,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <iterator>
 #include <chrono>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
