@@ -90,6 +90,17 @@ TEST_CASE("adapters.redis: URLs: user, password, database and TLS are read, bad 
     CHECK(bad_duration.find("default_ttl") != std::string::npos);
 }
 
+TEST_CASE("adapters.redis: a bad STEM_REDIS_SPIN_US is refused when an adapter is made") {
+    ::setenv("STEM_REDIS_SPIN_US", "soon", 1);
+    auto bad = message_of([] { stem::redis_broker b{stem::redis_broker_options{}}; });
+    ::setenv("STEM_REDIS_SPIN_US", "20000", 1);
+    auto too_long = message_of([] { stem::redis_backend r{stem::redis_backend_options{}}; });
+    ::unsetenv("STEM_REDIS_SPIN_US");
+    CHECK(bad.find("STEM_REDIS_SPIN_US") != std::string::npos);
+    CHECK(bad.find("'soon'") != std::string::npos);
+    CHECK(too_long.find("from 0 to 10000") != std::string::npos);
+}
+
 TEST_CASE("adapters.redis: a refused login and an unreachable server give clear errors without the password") {
     stem_test::run([]() -> awaitable<void> {
         auto wrong = stem::redis::config::from_url(redis_url());
