@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include <boost/asio/cancellation_signal.hpp>
@@ -175,6 +176,38 @@ void priority_order() {
             co_await b.ack(got[0]);
         }
         CHECK(order == std::vector<std::string>{high.id, mid.id, low.id});
+    });
+}
+
+/// A backlog over three priorities and two queues, taken a few at a time: never more than
+/// asked for, every envelope once, higher priorities first.
+template <class F>
+void priority_backlog_in_batches() {
+    stem_test::run([]() -> awaitable<void> {
+        auto b = F::make();
+        std::vector<stem::envelope> batch;
+        std::map<std::string, int> priority_of;
+        for (int i = 0; i < 10; ++i)
+            for (int p : {0, 5, 9}) {
+                batch.push_back(make_env(i % 2 ? "pa" : "pb", p));
+                priority_of[batch.back().id] = p;
+            }
+        co_await b.publish_batch(batch);
+        std::vector<int> order;
+        std::set<std::string> seen;
+        while (order.size() < batch.size()) {
+            auto got = co_await b.consume(sub_of2("pa"s, "pb"s), 4, 1s);
+            REQUIRE(!got.empty());
+            CHECK(got.size() <= 4);
+            for (auto& d : got) {
+                CHECK(seen.insert(d.env.id).second);
+                order.push_back(priority_of.at(d.env.id));
+                CHECK(co_await b.ack(d));
+            }
+        }
+        CHECK(std::is_sorted(order.rbegin(), order.rend()));
+        auto more = co_await b.consume(sub_of2("pa"s, "pb"s), 4, 200ms);
+        CHECK(more.empty());
     });
 }
 
@@ -531,6 +564,7 @@ void binary_payload_survives() {
     TEST_CASE("contract.broker[" label "]: delayed task hidden and uncounted until due") { broker_kit::delayed_hidden_until_due<F>(); } \
     TEST_CASE("contract.broker[" label "]: priority order") { broker_kit::priority_order<F>(); }                  \
     TEST_CASE("contract.broker[" label "]: priority honoured across queues") { broker_kit::priority_across_queues<F>(); } \
+    TEST_CASE("contract.broker[" label "]: a backlog over several priorities, a few at a time") { broker_kit::priority_backlog_in_batches<F>(); } \
     TEST_CASE("contract.broker[" label "]: nack requeue redelivers, nack drop does not") { broker_kit::nack_requeue_or_drop<F>(); } \
     TEST_CASE("contract.broker[" label "]: lease expiry redelivers the same id and a stale ack is refused") { broker_kit::lease_expiry_redelivers_and_refuses_stale_ack<F>(); } \
     TEST_CASE("contract.broker[" label "]: extending a lease postpones redelivery") { broker_kit::extend_lease_postpones_redelivery<F>(); } \

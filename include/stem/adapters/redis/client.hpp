@@ -212,10 +212,11 @@ public:
     /// The executor the connections run on.
     boost::asio::any_io_executor executor() const { return ex_; }
 
-    /// Runs `req` on the shared pipelined connection.
-    awaitable<std::vector<reply>> exec(request req) {
+    /// Runs `req` on the shared pipelined connection. If the caller is cancelled after it
+    /// was sent, its replies go to `orphan` when they arrive.
+    awaitable<std::vector<reply>> exec(request req, connection::orphan_handler orphan = {}) {
         auto c = main();
-        co_return co_await c->exec(std::move(req));
+        co_return co_await c->exec(std::move(req), std::move(orphan));
     }
 
     /// Appends an EVALSHA of `s` to `r`.

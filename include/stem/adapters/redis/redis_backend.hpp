@@ -37,9 +37,10 @@ struct redis_backend_options {
 };
 
 /// A result backend in Redis. Any number of processes on any machines may share it. A
-/// waiter or watcher subscribes to the task's channel before it reads the status, and every
-/// write publishes the new status there, so a result written anywhere wakes it at once
-/// (no polling). Writes made at about the same time go to the server as one script call.
+/// waiter or watcher is subscribed to the task's channel when it reads the status (a waiter
+/// reads once beside subscribing, and again once subscribed), and every write publishes the
+/// new status there, so a result written anywhere wakes it at once (no polling). Writes made
+/// at about the same time go to the server as one MULTI … EXEC.
 /// Statuses and groups expire with their TTL (Redis removes the keys; the state indexes,
 /// scored by expiry, are cut when listed or counted).
 class redis_backend {
@@ -72,7 +73,7 @@ public:
         // round trip, not two. Otherwise the hub reads again once subscribed, so a status
         // written between that read and the subscription is not missed.
         using namespace boost::asio::experimental::awaitable_operators;
-        auto first = co_await (s->subs->subscribe(channel, deadline) && s->read(id));
+        auto first = co_await (s->subs->subscribe(channel, deadline) && first_read(s, id));
         if (first && is_terminal(first->state)) co_return first;
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         co_return co_await s->hub->wait(reader(s), std::move(id), std::max(left, std::chrono::milliseconds(0)));
@@ -330,6 +331,16 @@ private:
         std::shared_ptr<redis::detail::coalescer<write, bool>> writes;
     };
     using subscribed_watch = subscribed_watch_t<state::listening>;
+
+    /// The read beside the subscription: a failure is left to the hub's reads, which retry
+    /// until the deadline (and it must not cancel the subscription).
+    static awaitable<std::optional<task_status>> first_read(std::shared_ptr<state> s, const std::string& id) {
+        try {
+            co_return co_await s->read(id);
+        } catch (const std::exception&) {
+            co_return std::nullopt;
+        }
+    }
 
     static detail::status_reader reader(const std::shared_ptr<state>& s) {
         return [w = std::weak_ptr<state>(s)](const std::string& id) -> awaitable<std::optional<task_status>> {

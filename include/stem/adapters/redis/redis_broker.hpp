@@ -394,36 +394,38 @@ private:
                 a.insert(a.end(), sub.queues.begin(), sub.queues.end());
                 redis::client::push_script(r, sweep, {prefix + ":queues"}, a);
             }
-            auto rs = co_await cli.exec(std::move(r));
+            // Where each reply is.
+            std::size_t at_reclaim = bc, at_read = bc + 1, at_sweep = bc + 2;
+            // If this call is cancelled, what the server took or read anyway goes to the next
+            // consumer at once.
+            auto orphan = [weak = weak_from_this(), queues = sub.queues, plan, q, at_reclaim, at_read](std::vector<redis::reply> rs) {
+                auto self = weak.lock();
+                if (!self || !q || rs.size() <= at_read) return;
+                std::vector<candidate> cs;
+                std::int64_t ignored = 0;
+                self->gather(cs, rs[at_reclaim].get(), rs[at_read].get(), plan, ignored);
+                self->settle(cs, queues, 0);
+            };
+            auto rs = co_await cli.exec(std::move(r), std::move(orphan));
             const redisReply* bc_rep = bc ? rs[0].get() : nullptr;
-            const redisReply* reclaimed = q ? rs[bc].get() : nullptr;
-            const redisReply* read = q ? rs[bc + 1].get() : nullptr;
-            const redisReply* swept = sweeping ? rs[bc + 2].get() : nullptr;
-            bool script_failed = false, noscript = false;
-            for (auto* x : {bc_rep, reclaimed, swept})
+            const redisReply* reclaimed = q ? rs[at_reclaim].get() : nullptr;
+            const redisReply* read = q ? rs[at_read].get() : nullptr;
+            const redisReply* swept = sweeping ? rs[at_sweep].get() : nullptr;
+            bool nogroup = read && redis::is_error(*read) && redis::text(*read).find("NOGROUP") != std::string_view::npos;
+            bool failed = false, noscript = false;
+            for (auto* x : {bc_rep, reclaimed, nogroup ? nullptr : read, swept})
                 if (x && redis::is_error(*x)) {
-                    script_failed = true;
+                    failed = true;
                     noscript = noscript || redis::text(*x).starts_with("NOSCRIPT");
                 }
             std::vector<candidate> cs;
-            if (q && !script_failed) {
-                auto& c = *reclaimed;
-                next_ms = redis::integer(redis::at(c, 0));
-                for (std::size_t k = 1; k + 6 <= redis::size(c); k += 6)
-                    cs.push_back({std::size_t(redis::integer(redis::at(c, k))) - 1, int(redis::integer(redis::at(c, k + 1))),
-                                  redis::text(redis::at(c, k + 2)), redis::text(redis::at(c, k + 5)),
-                                  std::uint64_t(redis::integer(redis::at(c, k + 3))), redis::integer(redis::at(c, k + 4)), {}});
+            gather(cs, reclaimed, read, plan, next_ms);
+            // After a failure, what was taken or read goes to the next consumer at once.
+            auto fresh = settle(cs, sub.queues, failed ? 0 : max);
+            if (nogroup) {
+                forget_ensured();  // someone removed the keys: make them again
+                co_await ensure(sub.queues);
             }
-            if (read) {
-                if (redis::is_error(*read) && redis::text(*read).find("NOGROUP") != std::string_view::npos) {
-                    forget_ensured();  // someone removed the keys: make them again
-                    co_await ensure(sub.queues);
-                } else if (!redis::is_nil(redis::checked(*read, "XREADGROUP"))) {
-                    add_read(cs, *read, plan);
-                }
-            }
-            // After a failed script, what was read goes to the next consumer at once.
-            auto fresh = settle(cs, sub.queues, script_failed ? 0 : max);
             if (noscript) {
                 // First use on this server: load the scripts and try again.
                 redis::request load;
@@ -446,11 +448,10 @@ private:
                     out.push_back(std::move(d));
                 }
             }
-            if (q) {
-                redis::checked(*reclaimed, "reclaim");
-                std::move(fresh.begin(), fresh.end(), std::back_inserter(out));
-            }
+            if (q) redis::checked(*reclaimed, "reclaim");
+            if (read && !nogroup) redis::checked(*read, "XREADGROUP");
             if (sweeping) redis::checked(*swept, "sweep");
+            std::move(fresh.begin(), fresh.end(), std::back_inserter(out));
             co_return out;
         }
 
@@ -584,6 +585,21 @@ private:
                     cs.push_back({key->queue, key->priority, redis::text(redis::at(item, 0)), field(fields, "e"), 1, 0, field(fields, "v")});
                 }
             }
+        }
+
+        /// Adds to `cs` what the reclaim script took again (and sets `next_ms`), then what
+        /// the XREADGROUP of `plan` read; replies that are errors or empty add nothing.
+        void gather(std::vector<candidate>& cs, const redisReply* reclaimed, const redisReply* read, const read_plan& plan,
+                    std::int64_t& next_ms) const {
+            if (reclaimed && !redis::is_error(*reclaimed)) {
+                auto& c = *reclaimed;
+                next_ms = redis::integer(redis::at(c, 0));
+                for (std::size_t k = 1; k + 6 <= redis::size(c); k += 6)
+                    cs.push_back({std::size_t(redis::integer(redis::at(c, k))) - 1, int(redis::integer(redis::at(c, k + 1))),
+                                  redis::text(redis::at(c, k + 2)), redis::text(redis::at(c, k + 5)),
+                                  std::uint64_t(redis::integer(redis::at(c, k + 3))), redis::integer(redis::at(c, k + 4)), {}});
+            }
+            if (read && !redis::is_error(*read) && !redis::is_nil(*read)) add_read(cs, *read, plan);
         }
 
         /// Returns the `keep` candidates of highest priority (in order taken within one

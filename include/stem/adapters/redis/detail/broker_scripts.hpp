@@ -46,14 +46,17 @@ end
 
 /// reclaim: ARGV[3] consumer, ARGV[4] max, ARGV[5] default visibility ms, ARGV[6..] queues.
 /// Moves due delayed envelopes to their streams and takes up to max expired leases again
-/// (same entry, token + 1). New entries are read by a plain XREADGROUP pipelined after it
+/// (same entry, token + 1), lowest score first across the queues: entries read beyond what
+/// a consumer asked for are scored 9 - priority (highest priority first), leases that ran
+/// out by their expiry. New entries are read by a plain XREADGROUP pipelined after it
 /// (redis_broker.hpp): entries read in a script would cost far more server time. Returns
 /// {next_ms, q_index, p, id, token, expires_ms, envelope, ...}; next_ms is the earliest due
 /// time or lease expiry still ahead (-1: none).
 inline constexpr std::string_view reclaim = R"lua(
 local consumer, max, dvis = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local out, n, nxt = {-1}, 0, -1
+local out, nxt, expired = {-1}, -1, {}
 local function later(t) if t > now and (nxt < 0 or t < nxt) then nxt = t end end
+local function leases(qi) return P .. ':leases:' .. ARGV[qi + 5] end
 for qi = 1, #ARGV - 5 do
   local q = ARGV[qi + 5]
   local delayed = P .. ':delayed:' .. q
@@ -64,33 +67,39 @@ for qi = 1, #ARGV - 5 do
   end
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if first[2] then later(tonumber(first[2])) end
-  local leases = P .. ':leases:' .. q
-  if n < max then
-    local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max - n)
-    if #expired > 0 then
-      redis.call('ZREM', leases, unpack(expired))
-      local renewed = {}
-      for _, m in ipairs(expired) do
-        local p, id, token = string.match(m, '^(%d):([^:]+):(%d+)$')
-        local got = redis.call('XCLAIM', stream(q, p), 'stem', consumer, 0, id)
-        if got[1] and got[1][2] then
-          local vis, text = fields(got[1][2])
-          if vis <= 0 then vis = dvis end
-          local exp = now + vis
-          token = tonumber(token) + 1
-          renewed[#renewed + 1] = exp
-          renewed[#renewed + 1] = p .. ':' .. id .. ':' .. token
-          n = n + 1
-          out[#out + 1] = qi; out[#out + 1] = tonumber(p); out[#out + 1] = id; out[#out + 1] = token
-          out[#out + 1] = exp; out[#out + 1] = text
-        end
-      end
-      if #renewed > 0 then redis.call('ZADD', leases, unpack(renewed)) end
-    end
+  local got = redis.call('ZRANGEBYSCORE', leases(qi), '-inf', now, 'WITHSCORES', 'LIMIT', 0, max)
+  for i = 1, #got, 2 do expired[#expired + 1] = {tonumber(got[i + 1]), qi, got[i]} end
+end
+table.sort(expired, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+local taken, renewed = {}, {}  -- per queue index: members removed; scores and members added
+for k = 1, math.min(max, #expired) do
+  local qi, m = expired[k][2], expired[k][3]
+  taken[qi] = taken[qi] or {}
+  table.insert(taken[qi], m)
+  local p, id, token = string.match(m, '^(%d):([^:]+):(%d+)$')
+  local got = redis.call('XCLAIM', stream(ARGV[qi + 5], p), 'stem', consumer, 0, id)
+  if got[1] and got[1][2] then
+    local vis, text = fields(got[1][2])
+    if vis <= 0 then vis = dvis end
+    local exp = now + vis
+    token = tonumber(token) + 1
+    renewed[qi] = renewed[qi] or {}
+    table.insert(renewed[qi], exp)
+    table.insert(renewed[qi], p .. ':' .. id .. ':' .. token)
+    out[#out + 1] = qi; out[#out + 1] = tonumber(p); out[#out + 1] = id; out[#out + 1] = token
+    out[#out + 1] = exp; out[#out + 1] = text
   end
-  local soon = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+end
+for qi, ms in pairs(taken) do redis.call('ZREM', leases(qi), unpack(ms)) end
+for qi = 1, #ARGV - 5 do
+  local soon = redis.call('ZRANGE', leases(qi), 0, 0, 'WITHSCORES')
   if soon[2] then later(tonumber(soon[2])) end
 end
+for qi, l in pairs(renewed) do redis.call('ZADD', leases(qi), unpack(l)) end
 out[1] = nxt
 return out
 )lua";

@@ -96,10 +96,23 @@ private:
             auto group = std::make_shared<std::vector<answer>>();
             std::vector<answer> others;
             for (auto& a : left) (a.first->executor() == ex ? *group : others).push_back(std::move(a));
-            boost::asio::post(ex, [group, failure] {
-                for (auto& [h, r] : *group) h->invoke(failure, std::move(r));
-            });
+            boost::asio::post(ex, [group, failure, ex] { invoke_from(group, 0, failure, ex); });
             left = std::move(others);
+        }
+    }
+
+    /// Runs the handlers of `group` from `first` on; should one throw, the rest are posted
+    /// again before the exception leaves (as separately posted handlers would be).
+    template <class Group>
+    static void invoke_from(const std::shared_ptr<Group>& group, std::size_t first, std::exception_ptr failure,
+                            const boost::asio::any_io_executor& ex) {
+        for (auto i = first; i < group->size(); ++i) {
+            try {
+                (*group)[i].first->invoke(failure, std::move((*group)[i].second));
+            } catch (...) {
+                if (i + 1 < group->size()) boost::asio::post(ex, [group, i, failure, ex] { invoke_from(group, i + 1, failure, ex); });
+                throw;
+            }
         }
     }
 
