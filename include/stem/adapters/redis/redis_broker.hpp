@@ -277,6 +277,12 @@ private:
         return {d.queue, d.locator.substr(0, colon), d.locator.substr(colon + 1), d.token};
     }
 
+    /// A lease's member of `P:leases:<queue>`: "<priority>:<entry id>:<token>".
+    template <class Priority>
+    static std::string lease_member(const Priority& priority, std::string_view id, std::uint64_t token) {
+        return fmt::format("{}:{}:{}", priority, id, token);
+    }
+
     static std::int64_t to_ms(time_point t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
     static std::int64_t now_ms() { return to_ms(clock::now()); }
     static std::int64_t visibility_ms(const envelope& e) { return e.visibility_timeout ? std::int64_t(e.visibility_timeout->count()) : 0; }
@@ -497,9 +503,10 @@ private:
             // Entries a cancelled reader got are leased as expired: the next consumer takes them.
             auto orphan = [weak = weak_from_this(), queues = sub.queues, plan](std::vector<redis::reply> rs) {
                 auto self = weak.lock();
-                if (!self || rs.empty() || redis::is_error(*rs[0]) || redis::is_nil(*rs[0])) return;
+                if (!self || rs.empty()) return;
                 std::vector<candidate> cs;
-                self->add_read(cs, *rs[0], plan);
+                std::int64_t ignored = 0;
+                self->gather(cs, nullptr, rs[0].get(), plan, ignored);
                 self->settle(cs, queues, 0);
             };
             redis::connection::orphan_handler on_orphan = std::move(orphan);
@@ -628,7 +635,7 @@ private:
                 auto& z = zadd[c.queue];
                 if (z.empty()) z = {"ZADD", prefix + ":leases:" + queues[c.queue]};
                 z.push_back(std::to_string(score));
-                z.push_back(fmt::format("{}:{}:{}", c.priority, c.id, c.token));
+                z.push_back(lease_member(c.priority, c.id, c.token));
             }
             redis::request r;
             for (auto& z : zadd)
@@ -663,7 +670,7 @@ private:
                 args.push_back(ls[g[0]].queue);
                 args.push_back(ls[g[0]].priority);
                 args.push_back(std::to_string(g.size()));
-                for (auto i : g) args.push_back(fmt::format("{}:{}:{}", ls[i].priority, ls[i].id, ls[i].token));
+                for (auto i : g) args.push_back(lease_member(ls[i].priority, ls[i].id, ls[i].token));
                 for (auto i : g) args.push_back(ls[i].id);
             }
             auto r = co_await eval(ack, std::move(args));
