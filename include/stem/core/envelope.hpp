@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -166,8 +167,11 @@ inline boost::json::object to_json(const envelope& e) {
 
 /// JSON text to envelope; malformed JSON or fields give stem::error(invalid_envelope).
 inline envelope parse_envelope(std::string_view text) {
+    // The parsed tree lives only for this call: its nodes come from a buffer on the stack.
+    unsigned char buffer[2048];
+    boost::json::monotonic_resource scratch(buffer, sizeof buffer);
     boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec);
+    auto v = boost::json::parse(text, ec, &scratch);
     if (ec) throw error(errc::invalid_envelope, fmt::format("envelope: not JSON ({})", ec.message()));
     return envelope_from_json(v);
 }

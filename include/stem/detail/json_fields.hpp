@@ -33,30 +33,23 @@ public:
         if (auto* v = find(field)) return *v;
         fail(field, "missing");
     }
-    std::string string(std::string_view field) const {
-        const auto& v = required(field);
-        if (!v.is_string()) fail(field, "expected string");
-        return std::string(v.get_string());
-    }
+    std::string string(std::string_view field) const { return string_of(field, required(field)); }
     std::string string_or(std::string_view field, std::string_view fallback) const {
-        if (!find(field)) return std::string(fallback);
-        return string(field);
+        auto* v = find(field);
+        return v ? string_of(field, *v) : std::string(fallback);
     }
-    std::int64_t integer(std::string_view field) const {
-        const auto& v = required(field);
-        if (v.is_int64()) return v.get_int64();
-        if (v.is_uint64() && v.get_uint64() <= std::uint64_t(INT64_MAX)) return std::int64_t(v.get_uint64());
-        fail(field, "expected integer");
-    }
+    std::int64_t integer(std::string_view field) const { return integer_of(field, required(field)); }
     std::int64_t integer_or(std::string_view field, std::int64_t fallback) const {
-        return find(field) ? integer(field) : fallback;
+        auto* v = find(field);
+        return v ? integer_of(field, *v) : fallback;
     }
     /// An optional integer that must fit an int.
     int int_or(std::string_view field, int fallback) const {
-        if (!find(field)) return fallback;
-        auto v = integer(field);
-        if (v < INT32_MIN || v > INT32_MAX) fail(field, fmt::format("{} is out of range", v));
-        return static_cast<int>(v);
+        auto* v = find(field);
+        if (!v) return fallback;
+        auto i = integer_of(field, *v);
+        if (i < INT32_MIN || i > INT32_MAX) fail(field, fmt::format("{} is out of range", i));
+        return static_cast<int>(i);
     }
     bool boolean_or(std::string_view field, bool fallback) const {
         auto* v = find(field);
@@ -90,6 +83,16 @@ public:
     }
 
 private:
+    std::string string_of(std::string_view field, const boost::json::value& v) const {
+        if (!v.is_string()) fail(field, "expected string");
+        return std::string(v.get_string());
+    }
+    std::int64_t integer_of(std::string_view field, const boost::json::value& v) const {
+        if (v.is_int64()) return v.get_int64();
+        if (v.is_uint64() && v.get_uint64() <= std::uint64_t(INT64_MAX)) return std::int64_t(v.get_uint64());
+        fail(field, "expected integer");
+    }
+
     const boost::json::object& o_;
     std::string_view where_;
     errc code_;

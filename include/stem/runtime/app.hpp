@@ -5,6 +5,7 @@
 #include <stem/runtime/producer.hpp>
 #include <stem/runtime/registry.hpp>
 #include <stem/runtime/worker.hpp>
+#include <stem/detail/serial_executor.hpp>
 
 #include <memory>
 #include <utility>
@@ -36,7 +37,7 @@ public:
 
     /// The worker runs on a strand of `ex`, so `ex` may be an io_context run by many threads.
     app(boost::asio::any_io_executor ex, Broker b, Backend r, Tasks t, app_options o = {})
-        : ex_(boost::asio::make_strand(std::move(ex))), broker_(std::move(b)), backend_(std::move(r)), tasks_(std::move(t)) {
+        : ex_(detail::serial_executor(std::move(ex))), broker_(std::move(b)), backend_(std::move(r)), tasks_(std::move(t)) {
         if (o.signals_from_env) signals_.configure_from_env();
         producer_ = std::make_unique<producer<Broker, Backend>>(broker_, backend_, signals_, encoders_);
         worker_opts_ = std::move(o.worker);

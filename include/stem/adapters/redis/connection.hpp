@@ -6,6 +6,7 @@
 #include <stem/adapters/redis/detail/protocol.hpp>
 #include <stem/adapters/redis/redis_config.hpp>
 #include <stem/detail/posted_handler.hpp>
+#include <stem/detail/serial_executor.hpp>
 
 #include <algorithm>
 #include <array>
@@ -51,7 +52,7 @@ namespace stem::redis {
 /// to the `orphan` function given with it, if any).
 class connection : public std::enable_shared_from_this<connection> {
 public:
-    using strand_type = boost::asio::strand<boost::asio::any_io_executor>;
+    using strand_type = boost::asio::any_io_executor;  ///< a strand (see detail::serial_executor)
     /// Receives the replies that are not answers to a request (pub/sub messages).
     using push_handler = std::function<void(reply)>;
     /// Replies of a request whose caller went away.
@@ -59,7 +60,7 @@ public:
 
     /// `preload`: scripts loaded (SCRIPT LOAD) after each connection, before other commands.
     connection(boost::asio::any_io_executor ex, config cfg, push_handler on_push = {}, std::vector<std::string> preload = {})
-        : strand_(boost::asio::make_strand(std::move(ex))), cfg_(std::move(cfg)), on_push_(std::move(on_push)), preload_(std::move(preload)),
+        : strand_(stem::detail::serial_executor(std::move(ex))), cfg_(std::move(cfg)), on_push_(std::move(on_push)), preload_(std::move(preload)),
           wake_(strand_), retry_(strand_), tls_ctx_(boost::asio::ssl::context::tls_client) {
         if (cfg_.tls) setup_tls();
     }

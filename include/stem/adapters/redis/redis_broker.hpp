@@ -309,7 +309,7 @@ private:
         explicit state(redis_broker_options o)
             : opts(std::move(o)), prefix("{" + opts.namespace_ + "}"), cli(opts.server, opts.executor),
               reclaim(script("reclaim", redis::detail::broker_lua::reclaim)), ensure_script(script("ensure", redis::detail::broker_lua::ensure)),
-              ack(script("ack", redis::detail::broker_lua::ack)), requeue(script("requeue", redis::detail::broker_lua::requeue)), extend(script("extend", redis::detail::broker_lua::extend)),
+              requeue(script("requeue", redis::detail::broker_lua::requeue)), extend(script("extend", redis::detail::broker_lua::extend)),
               retry(script("retry", redis::detail::broker_lua::retry)), dead(script("dead", redis::detail::broker_lua::dead)), dead_page(script("dead_page", redis::detail::broker_lua::dead_page)),
               replay_one(script("replay_one", redis::detail::broker_lua::replay_one)), purge_dead(script("purge_dead", redis::detail::broker_lua::purge_dead)), purge(script("purge", redis::detail::broker_lua::purge)),
               stats_script(script("stats", redis::detail::broker_lua::stats)), sweep(script("sweep", redis::detail::broker_lua::sweep)), broadcast_read(script("broadcast_read", redis::detail::broker_lua::broadcast_read)) {
@@ -317,7 +317,7 @@ private:
                 throw error(errc::invalid_argument, fmt::format("redis_broker: bad namespace '{}'", opts.namespace_));
             acks = std::make_shared<redis::detail::coalescer<lease, bool>>(
                 cli.executor(), [this](std::vector<lease>& ls) { return ack_many(ls); }, 256, 8);
-            for (auto* sc : {&reclaim, &ensure_script, &ack, &requeue, &extend, &retry, &dead, &dead_page, &replay_one,
+            for (auto* sc : {&reclaim, &ensure_script, &requeue, &extend, &retry, &dead, &dead_page, &replay_one,
                              &purge_dead, &purge, &stats_script, &sweep, &broadcast_read})
                 cli.preload(*sc);
         }
@@ -654,37 +654,56 @@ private:
             return out;
         }
 
-        /// One script call for every lease in `ls`, grouped by stream.
+        /// Acks in two pipelined round trips of plain commands (a script's per-call and
+        /// per-string costs made it the dearest command of a task). First one ZREM per lease:
+        /// removing its member "<p>:<id>:<token>" is the atomic test that the lease is still
+        /// this delivery's (one taken again carries the next token). Then, per stream, XACK
+        /// and XDEL of the entries whose lease was removed. Should the second not arrive
+        /// (the worker dies in between), the entry is pending without a lease, and the sweep
+        /// gives it an expired one: it is delivered again, as for any unacked delivery.
         awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
-            std::vector<std::vector<std::size_t>> groups;  // positions in ls, per stream
-            for (std::size_t i = 0; i < ls.size(); ++i) {
-                auto g = std::find_if(groups.begin(), groups.end(), [&](auto& g) {
-                    return ls[g[0]].queue == ls[i].queue && ls[g[0]].priority == ls[i].priority;
-                });
-                if (g == groups.end()) groups.emplace_back(1, i);
-                else g->push_back(i);
+            redis::request release;
+            std::string key;
+            for (auto& l : ls) {
+                key.assign(prefix).append(":leases:").append(l.queue);
+                release.push("ZREM", key, lease_member(l.priority, l.id, l.token));
             }
-            std::vector<std::string> args;
-            args.reserve(ls.size() * 2 + groups.size() * 3);
-            for (auto& g : groups) {
-                args.push_back(ls[g[0]].queue);
-                args.push_back(ls[g[0]].priority);
-                args.push_back(std::to_string(g.size()));
-                for (auto i : g) args.push_back(lease_member(ls[i].priority, ls[i].id, ls[i].token));
-                for (auto i : g) args.push_back(ls[i].id);
-            }
-            auto r = co_await eval(ack, std::move(args));
+            auto held = co_await cli.exec(std::move(release));
             std::vector<bool> out(ls.size());
-            std::size_t k = 0;
-            for (auto& g : groups)
-                for (auto i : g) out[i] = redis::integer(redis::at(*r, k++)) == 1;
+            struct stream_acks {
+                const lease* first;
+                std::vector<std::string_view> argv;  ///< XACK <stream> stem <ids...>
+            };
+            std::vector<stream_acks> streams;
+            for (std::size_t i = 0; i < ls.size(); ++i) {
+                out[i] = redis::integer(redis::checked(*held[i], "ack")) == 1;
+                if (!out[i]) continue;
+                auto& l = ls[i];
+                auto g = std::find_if(streams.begin(), streams.end(),
+                                      [&](auto& a) { return a.first->queue == l.queue && a.first->priority == l.priority; });
+                if (g == streams.end()) g = streams.insert(streams.end(), {&l, {"XACK", "", "stem"}});
+                g->argv.push_back(l.id);
+            }
+            if (streams.empty()) co_return out;
+            redis::request done;
+            std::vector<std::string> names;
+            names.reserve(streams.size());
+            for (auto& st : streams) {
+                auto& name = names.emplace_back(fmt::format("{}:q:{}:{}", prefix, st.first->queue, st.first->priority));
+                st.argv[1] = name;
+                done.push_range(st.argv.begin(), st.argv.end());
+                st.argv[1] = "XDEL";
+                st.argv[2] = name;
+                done.push_range(st.argv.begin() + 1, st.argv.end());  // XDEL <stream> <ids...>
+            }
+            for (auto& r : co_await cli.exec(std::move(done))) redis::checked(*r, "ack");
             co_return out;
         }
 
         redis_broker_options opts;
         std::string prefix;
         redis::client cli;
-        redis::script reclaim, ensure_script, ack, requeue, extend, retry, dead, dead_page, replay_one, purge_dead, purge,
+        redis::script reclaim, ensure_script, requeue, extend, retry, dead, dead_page, replay_one, purge_dead, purge,
             stats_script, sweep, broadcast_read;
         std::shared_ptr<redis::detail::coalescer<lease, bool>> acks;
         std::mutex mu;

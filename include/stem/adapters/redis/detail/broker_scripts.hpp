@@ -117,39 +117,6 @@ end
 return 1
 )lua";
 
-/// ack: per stream, (queue, p, n, then n lease members "<p>:<id>:<token>", then their n
-/// entry ids). Returns 1/0 per lease in argument order (0: not held). Each stream's leases
-/// are checked with one ZMSCORE and released with one ZREM, XACK and XDEL.
-inline constexpr std::string_view ack = R"lua(
-local out, i = {}, 3
-while i <= #ARGV do
-  local q, p, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local members, held, ids, seen = {}, {}, {}, {}
-  for j = 1, n do members[j] = ARGV[i + 2 + j] end
-  local leases = P .. ':leases:' .. q
-  local scores = redis.call('ZMSCORE', leases, unpack(members))
-  for j = 1, n do
-    local m = members[j]
-    if scores[j] and not seen[m] then
-      seen[m] = true
-      held[#held + 1] = m
-      ids[#ids + 1] = ARGV[i + 2 + n + j]
-      out[#out + 1] = 1
-    else
-      out[#out + 1] = 0
-    end
-  end
-  if #held > 0 then
-    local s = stream(q, p)
-    redis.call('ZREM', leases, unpack(held))
-    redis.call('XACK', s, 'stem', unpack(ids))
-    redis.call('XDEL', s, unpack(ids))
-  end
-  i = i + 3 + 2 * n
-end
-return out
-)lua";
-
 /// requeue: ARGV[3..6] queue, p, id, token. The envelope goes back to the tail of its stream.
 inline constexpr std::string_view requeue = R"lua(
 local q, p, id = ARGV[3], ARGV[4], ARGV[5]

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stem/detail/posted_handler.hpp>
+#include <stem/detail/serial_executor.hpp>
 
 #include <exception>
 #include <functional>
@@ -16,7 +17,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -33,7 +33,7 @@ public:
     using batch_fn = std::function<boost::asio::awaitable<std::vector<Result>>(std::vector<Item>&)>;
 
     coalescer(const boost::asio::any_io_executor& ex, batch_fn f, std::size_t max_batch, std::size_t max_in_flight)
-        : strand_(boost::asio::make_strand(ex)), run_(std::move(f)), max_(max_batch), max_in_flight_(max_in_flight) {}
+        : strand_(stem::detail::serial_executor(ex)), run_(std::move(f)), max_(max_batch), max_in_flight_(max_in_flight) {}
 
     boost::asio::awaitable<Result> submit(Item item) {
         return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, Result)>(
@@ -116,7 +116,7 @@ private:
         }
     }
 
-    boost::asio::strand<boost::asio::any_io_executor> strand_;
+    boost::asio::any_io_executor strand_;  ///< a strand (see serial_executor)
     batch_fn run_;
     std::size_t max_, max_in_flight_;
     std::mutex mu_;
