@@ -49,10 +49,9 @@ struct task_status {
     friend bool operator==(const task_status&, const task_status&) = default;
 };
 
-/// The status as JSON text, written field by field (backends store one or two per task).
-inline std::string serialize(const task_status& s) {
-    std::string out;
-    out.reserve(320 + s.id.size() + s.name.size() + (s.result ? s.result->size() : 0));
+/// Appends the status as JSON text, written field by field (backends store one or two per task).
+inline void serialize_to(std::string& out, const task_status& s) {
+    out.reserve(out.size() + 320 + s.id.size() + s.name.size() + (s.result ? s.result->size() : 0));
     detail::json_writer w(out);
     w.field("id", s.id);
     w.field("name", s.name);
@@ -81,6 +80,12 @@ inline std::string serialize(const task_status& s) {
     if (s.started_at) w.field("started_at", *s.started_at);
     if (s.finished_at) w.field("finished_at", *s.finished_at);
     w.close();
+}
+
+/// The status as JSON text.
+inline std::string serialize(const task_status& s) {
+    std::string out;
+    serialize_to(out, s);
     return out;
 }
 

@@ -53,7 +53,9 @@ public:
         if (st.updated_at == time_point{}) st.updated_at = now;
         if (st.created_at == time_point{}) st.created_at = now;
         // What GET finds and what is published (see detail/backend_scripts.hpp).
-        auto stored = fmt::format("{}{}{}{}{}", to_string(st.state), '\0', st.name, '\0', serialize(st));
+        std::string stored;
+        stored.append(to_string(st.state)).append(1, '\0').append(st.name).append(1, '\0');
+        serialize_to(stored, st);
         state::write w{st.id, st.state, std::move(stored), ttl.value_or(s->opts.default_ttl).count()};
         co_await s->writes->submit(std::move(w));
         s->hub->published(st);
@@ -269,24 +271,36 @@ private:
             auto now = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch()).count();
             constexpr std::size_t n_states = std::size_t(task_state::cancelled) + 1;
             std::vector<const write*> sent;
+            sent.reserve(ws.size());
             redis::request r;
+            std::size_t bytes = 64;
+            for (auto& w : ws) bytes += 2 * w.stored.size() + 8 * w.id.size() + 160;
+            r.reserve(bytes);
             r.push("MULTI");
+            std::string key;
             for (std::size_t i = 0; i < ws.size(); ++i) {
                 if (!last[i]) continue;
                 auto& w = ws[i];
-                r.push("SET", prefix + ":s:" + w.id, w.stored, "PX", w.ttl_ms);
-                r.push("PUBLISH", channel(w.id), w.stored);
+                key.assign(prefix).append(":s:").append(w.id);
+                r.push("SET", key, w.stored, "PX", w.ttl_ms);
+                key.assign(prefix).append(":c:").append(w.id);
+                r.push("PUBLISH", key, w.stored);
                 sent.push_back(&w);
             }
+            std::vector<std::string_view> leave, join;
+            std::vector<std::string> scores;  // ZADD's scores (reserved: join's views stay valid)
+            leave.reserve(sent.size() + 2);
+            join.reserve(2 * sent.size() + 2);
+            scores.reserve(sent.size());
             for (std::size_t st = 0; st < n_states; ++st) {
-                auto key = index_key(task_state(st));
-                std::vector<std::string_view> leave{"ZREM", key};
-                std::vector<std::string> join{"ZADD", key};
+                key = index_key(task_state(st));
+                leave.assign({"ZREM", key});
+                join.assign({"ZADD", key});
                 for (auto* w : sent) {
                     if (w->state != task_state(st)) {
                         leave.push_back(w->id);
                     } else {
-                        join.push_back(std::to_string(now + w->ttl_ms));
+                        join.push_back(scores.emplace_back(std::to_string(now + w->ttl_ms)));
                         join.push_back(w->id);
                     }
                 }
