@@ -267,7 +267,8 @@ private:
         if (cfg_.database != 0) hello.push("SELECT", cfg_.database);
         for (auto& src : preload_) hello.push("SCRIPT", "LOAD", src);
         if (hello.commands() == 0) co_return;
-        co_await write(hello.payload());
+        writing_.assign(1, hello.take_payload());
+        co_await write();
         for (std::size_t got = 0; got < hello.commands();) {
             auto n = co_await read_some();
             reader_->feed(rbuf_.data(), n);
@@ -282,9 +283,17 @@ private:
         if (tls_) co_return co_await tls_->async_read_some(boost::asio::buffer(rbuf_), boost::asio::use_awaitable);
         co_return co_await socket_->async_read_some(boost::asio::buffer(rbuf_), boost::asio::use_awaitable);
     }
-    boost::asio::awaitable<void> write(const std::string& bytes) {
-        if (tls_) co_await boost::asio::async_write(*tls_, boost::asio::buffer(bytes), boost::asio::use_awaitable);
-        else co_await boost::asio::async_write(*socket_, boost::asio::buffer(bytes), boost::asio::use_awaitable);
+    /// Writes `writing_`.
+    boost::asio::awaitable<void> write() {
+        if (tls_) {
+            wbuf_.clear();
+            for (auto& p : writing_) wbuf_ += p;
+            co_await boost::asio::async_write(*tls_, boost::asio::buffer(wbuf_), boost::asio::use_awaitable);
+        } else {
+            buffers_.clear();
+            for (auto& p : writing_) buffers_.push_back(boost::asio::buffer(p));
+            co_await boost::asio::async_write(*socket_, buffers_, boost::asio::use_awaitable);
+        }
     }
 
     /// Returns why it stopped.
@@ -312,17 +321,17 @@ private:
                     if (broken_) co_return std::string("the reader stopped");
                     continue;
                 }
-                wbuf_.clear();
+                // The payloads go out as they are, in one gathered write (TLS: copied into
+                // one buffer, so that records are not cut per request).
+                writing_.clear();
                 std::vector<std::shared_ptr<op_base>> unanswered;  // requests that get no reply
                 for (auto& op : queued_) {
-                    wbuf_ += op->payload;
-                    op->payload.clear();
-                    op->payload.shrink_to_fit();
+                    writing_.push_back(std::move(op->payload));
                     if (op->expected == 0) unanswered.push_back(std::move(op));
                     else sent_.push_back(std::move(op));
                 }
                 queued_.clear();
-                co_await write(wbuf_);
+                co_await write();
                 for (auto& op : unanswered) op->complete(nullptr, {});
             }
         } catch (const std::exception& e) {
@@ -379,7 +388,9 @@ private:
     std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
     std::optional<detail::reply_reader> reader_;
     std::array<char, 64 * 1024> rbuf_{};
-    std::string wbuf_;
+    std::vector<std::string> writing_;  ///< payloads being written
+    std::vector<boost::asio::const_buffer> buffers_;
+    std::string wbuf_;  ///< TLS: the payloads in one piece
     std::deque<std::shared_ptr<op_base>> queued_;  ///< waiting to be written
     std::deque<std::shared_ptr<op_base>> sent_;    ///< written, waiting for replies
     bool running_ = false;

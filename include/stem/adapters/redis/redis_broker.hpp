@@ -457,6 +457,7 @@ private:
             if (q) redis::checked(*reclaimed, "reclaim");
             if (read && !nogroup) redis::checked(*read, "XREADGROUP");
             if (sweeping) redis::checked(*swept, "sweep");
+            if (out.empty()) co_return fresh;
             std::move(fresh.begin(), fresh.end(), std::back_inserter(out));
             co_return out;
         }
@@ -644,12 +645,12 @@ private:
             std::vector<delivery> out;
             out.reserve(keep);
             for (std::size_t i = 0; i < keep; ++i) {
-                delivery d;
+                auto& d = out.emplace_back();
                 d.queue = queues[cs[i].queue];
                 d.locator = fmt::format("{}:{}", cs[i].priority, cs[i].id);
                 d.token = cs[i].token;
                 d.lease_expires = time_point(std::chrono::milliseconds(cs[i].expires));
-                if (decode_or_bury(d, cs[i].text)) out.push_back(std::move(d));
+                if (!decode_or_bury(d, cs[i].text)) out.pop_back();
             }
             return out;
         }
