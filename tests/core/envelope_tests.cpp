@@ -311,3 +311,35 @@ TEST_CASE("core.envelope: envelopes differing in one field compare unequal") {
     b.retry->jitter = true;
     CHECK_FALSE(a == b);
 }
+
+TEST_CASE("core.envelope: the one-pass reader of flat envelopes agrees with the tree reader") {
+    auto flat = full_envelope();
+    flat.headers.clear();
+    flat.meta.clear();
+    flat.retry.reset();
+    auto escaped = minimal_envelope();
+    escaped.name = "t\"\\\n\u00e9";
+    escaped.args = std::string(5000, 'a') + "\\\"b";  // long, and escaped near the end
+    auto binary = minimal_envelope();
+    binary.args = std::string("\x00\xff\x01", 3);
+    for (const auto& text : {stem::serialize(flat), stem::serialize(minimal_envelope()), stem::serialize(escaped),
+                             stem::serialize(binary), std::string(R"( { "id" : "i", "name":"t", "args":"{}", "queue":null,
+                                                                   "priority":3, "group_id":null } )")}) {
+        CAPTURE(text);
+        auto one_pass = stem::detail::read_flat_envelope<stem::envelope>(text);
+        REQUIRE(one_pass);
+        CHECK(*one_pass == stem::envelope_from_json(json::parse(text)));
+        CHECK(stem::parse_envelope(text) == *one_pass);
+    }
+    // Anything else goes to the tree reader, which accepts it or names the fault.
+    for (const char* other : {R"({"id":"i","name":"t","args":"{}","headers":{}})", R"({"id":"i","name":"t","args":"{}","x":1})",
+                              R"({"id":"i","name":"t","args":"{}","id":"j"})", R"({"id":"i","name":"t","args":"{}","args_base64":"AA=="})",
+                              R"({"id":"i","name":"t","args":"{}","priority":"1"})", R"({"id":"i","name":"t","args":"{}","attempt":1.0})",
+                              R"({"id":"i","name":"t","args":"{}","max_retries":18446744073709551615})", R"({"id":"i","name":"t"})",
+                              R"({"id":"i","name":"t","args":"{}","expires":"soon"})", R"(["id"])", R"("id")", R"({"id":"i",)"}) {
+        CAPTURE(other);
+        CHECK_FALSE(stem::detail::read_flat_envelope<stem::envelope>(other));
+    }
+    CHECK(stem::parse_envelope(R"({"id":"i","name":"t","args":"{}","x":1})").name == "t");
+    CHECK(stem::parse_envelope(R"({"id":"i","name":"t","args":"{}","args_base64":"AA=="})").args == "{}");
+}

@@ -5,6 +5,7 @@
 #include <stem/core/clock.hpp>
 #include <stem/core/error.hpp>
 #include <stem/core/task_options.hpp>
+#include <stem/detail/flat_envelope.hpp>
 #include <stem/detail/json_fields.hpp>
 #include <stem/detail/json_writer.hpp>
 #include <stem/detail/text.hpp>
@@ -167,6 +168,10 @@ inline boost::json::object to_json(const envelope& e) {
 
 /// JSON text to envelope; malformed JSON or fields give stem::error(invalid_envelope).
 inline envelope parse_envelope(std::string_view text) {
+    if (auto flat = detail::read_flat_envelope<envelope>(text)) {  // the common case, in one pass
+        validate(*flat);
+        return std::move(*flat);
+    }
     // The parsed tree lives only for this call: its nodes come from a buffer on the stack.
     unsigned char buffer[2048];
     boost::json::monotonic_resource scratch(buffer, sizeof buffer);
