@@ -43,7 +43,7 @@ struct redis_broker_options {
 /// A broker on Redis Streams. Any number of producers and workers on any machines may
 /// share one Redis. Ordinary commands of all coroutines share one pipelined connection;
 /// an idle consumer waits in `XREADGROUP … BLOCK` on a connection of its own. Acks made
-/// at about the same time go to the server as one script call.
+/// at about the same time go to the server together (see ack_many).
 ///
 /// A lease is a member `<priority>:<entry id>:<token>` of a sorted set scored by its
 /// expiry: each delivery has its own expiry (its envelope's visibility timeout), extending
@@ -660,8 +660,11 @@ private:
         /// removing its member "<p>:<id>:<token>" is the atomic test that the lease is still
         /// this delivery's (one taken again carries the next token). Then, per stream, XACK
         /// and XDEL of the entries whose lease was removed. Should the second not arrive
-        /// (the worker dies in between), the entry is pending without a lease, and the sweep
-        /// gives it an expired one: it is delivered again, as for any unacked delivery.
+        /// (the worker dies in between, or the server refuses it), the entry is pending
+        /// without a lease, and the sweep gives it an expired one: it is delivered again, as
+        /// for any unacked delivery. A lease the server gave an error for counts as not
+        /// released (false): its delivery runs out and is delivered again. Neither fails
+        /// the other acks of the batch.
         awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
             redis::request release;
             std::string key;
@@ -677,7 +680,7 @@ private:
             };
             std::vector<stream_acks> streams;
             for (std::size_t i = 0; i < ls.size(); ++i) {
-                out[i] = redis::integer(redis::checked(*held[i], "ack")) == 1;
+                out[i] = !redis::is_error(*held[i]) && redis::integer(*held[i]) == 1;
                 if (!out[i]) continue;
                 auto& l = ls[i];
                 auto g = std::find_if(streams.begin(), streams.end(),
@@ -697,7 +700,7 @@ private:
                 st.argv[2] = name;
                 done.push_range(st.argv.begin() + 1, st.argv.end());  // XDEL <stream> <ids...>
             }
-            for (auto& r : co_await cli.exec(std::move(done))) redis::checked(*r, "ack");
+            co_await cli.exec(std::move(done));  // error replies: see above
             co_return out;
         }
 

@@ -1,6 +1,7 @@
 // stem/adapters/redis: the Redis adapters (hiredis for the protocol, Asio for the I/O).
 // detail/broker_scripts.hpp — the Lua scripts of redis_broker: every change that touches
-// several keys is one script, so it is atomic and costs one round trip.
+// several keys and must happen at once is one script, so it is atomic and costs one round
+// trip (an ack is plain commands: see redis_broker::state::ack_many).
 //
 // Keys (P is "{namespace}": one hash slot, so a script's keys always live together):
 //   P:q:<queue>:<p>      stream of ready envelopes of priority p (0-9), fields v (visibility
@@ -260,8 +261,9 @@ end
 return {ready - inflight, redis.call('ZCARD', P .. ':delayed:' .. q), inflight, redis.call('ZCARD', P .. ':dead:' .. q)}
 )lua";
 
-/// sweep: ARGV[3] idle ms, ARGV[4..] queues. An entry delivered by a blocking read whose
-/// reader died before leasing it has no lease: give it one that has already expired.
+/// sweep: ARGV[3] idle ms, ARGV[4..] queues. An entry delivered by a read whose reader died
+/// before leasing it, or whose ack died after releasing the lease and before XACK, has no
+/// lease: give it one that has already expired.
 inline constexpr std::string_view sweep = R"lua(
 local idle, found = ARGV[3], 0
 for i = 4, #ARGV do

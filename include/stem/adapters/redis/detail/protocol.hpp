@@ -176,9 +176,10 @@ private:
         void* m = std::malloc(sizeof(reply_block) + cap);
         return m ? new (m) reply_block{nullptr, cap, 0} : nullptr;
     }
+    static std::size_t aligned(std::size_t n) noexcept { return (n + alignof(redisReply) - 1) & ~(alignof(redisReply) - 1); }
     /// `n` bytes of the tree being built.
     void* allocate(std::size_t n) noexcept {
-        n = (n + alignof(redisReply) - 1) & ~(alignof(redisReply) - 1);
+        n = aligned(n);
         if (last_->used + n > last_->cap) {
             auto* b = new_block(std::max(n, std::min(2 * last_->cap, max_block)));
             if (!b) return nullptr;
@@ -194,7 +195,7 @@ private:
     static redisReply* node(const redisReadTask* task, int type, std::size_t more) noexcept {
         auto& self = *static_cast<reply_reader*>(task->privdata);
         if (!task->parent) {
-            auto* b = new_block(std::clamp<std::size_t>(sizeof(redisReply) + more, 256, max_block));
+            auto* b = new_block(std::clamp<std::size_t>(sizeof(redisReply) + aligned(more), 256, max_block));
             if (!b) return nullptr;
             self.last_ = b;
         }
@@ -210,7 +211,7 @@ private:
         if (!r) return nullptr;
         auto& self = *static_cast<reply_reader*>(task->privdata);
         r->str = static_cast<char*>(self.allocate(len + 1));
-        if (!r->str) return nullptr;
+        if (!r->str) return abandon(task, r);
         std::memcpy(r->str, s, len);
         r->str[len] = '\0';
         r->len = len;
@@ -224,10 +225,15 @@ private:
         if (n > 0) {
             auto& self = *static_cast<reply_reader*>(task->privdata);
             r->element = static_cast<redisReply**>(self.allocate(n * sizeof(redisReply*)));
-            if (!r->element) return nullptr;
-            std::memset(r->element, 0, n * sizeof(redisReply*));
+            if (!r->element) return abandon(task, r);
         }
         return r;
+    }
+    /// Out of memory after the node was made: hiredis keeps only roots it was given, so a
+    /// root's tree is freed here (a child belongs to its root, which hiredis frees).
+    static void* abandon(const redisReadTask* task, redisReply* r) noexcept {
+        if (!task->parent) free_reply(r);
+        return nullptr;
     }
     static void* create_integer(const redisReadTask* task, long long v) {
         auto* r = node(task, REDIS_REPLY_INTEGER, 0);
