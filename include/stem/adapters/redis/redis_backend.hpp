@@ -252,6 +252,7 @@ private:
         }
 
         std::string channel(const std::string& id) const { return prefix + ":c:" + id; }
+        std::string status_key(const std::string& id) const { return prefix + ":s:" + id; }
 
         awaitable<redis::reply> eval(const redis::script& s, std::vector<std::string> args) {
             auto now = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch()).count();
@@ -277,14 +278,11 @@ private:
             for (auto& w : ws) bytes += 2 * w.stored.size() + 8 * w.id.size() + 160;
             r.reserve(bytes);
             r.push("MULTI");
-            std::string key;
             for (std::size_t i = 0; i < ws.size(); ++i) {
                 if (!last[i]) continue;
                 auto& w = ws[i];
-                key.assign(prefix).append(":s:").append(w.id);
-                r.push("SET", key, w.stored, "PX", w.ttl_ms);
-                key.assign(prefix).append(":c:").append(w.id);
-                r.push("PUBLISH", key, w.stored);
+                r.push("SET", status_key(w.id), w.stored, "PX", w.ttl_ms);
+                r.push("PUBLISH", channel(w.id), w.stored);
                 sent.push_back(&w);
             }
             std::vector<std::string_view> leave, join;
@@ -293,7 +291,7 @@ private:
             join.reserve(2 * sent.size() + 2);
             scores.reserve(sent.size());
             for (std::size_t st = 0; st < n_states; ++st) {
-                key = index_key(task_state(st));
+                auto key = index_key(task_state(st));
                 leave.assign({"ZREM", key});
                 join.assign({"ZADD", key});
                 for (auto* w : sent) {
@@ -319,7 +317,7 @@ private:
 
         awaitable<std::optional<task_status>> read(const std::string& id) {
             redis::request req;
-            req.push("GET", prefix + ":s:" + id);
+            req.push("GET", status_key(id));
             auto rs = co_await cli.exec(std::move(req));
             auto& r = redis::checked(*rs.at(0), "get");
             if (redis::is_nil(r)) co_return std::nullopt;

@@ -327,6 +327,14 @@ private:
         }
 
         /// Runs `s` with ARGV = prefix, now (ms), args...
+        /// `P:q:<queue>:<p>`, the stream of a queue's priority p.
+        template <class Priority>
+        std::string stream_name(std::string_view queue, const Priority& priority) const {
+            return fmt::format("{}:q:{}:{}", prefix, queue, priority);
+        }
+        /// `P:leases:<queue>`.
+        std::string leases_key(std::string_view queue) const { return fmt::format("{}:leases:{}", prefix, queue); }
+
         awaitable<redis::reply> eval(const redis::script& s, std::vector<std::string> args) {
             args.insert(args.begin(), {prefix, std::to_string(now_ms())});
             std::vector<std::string> keys{prefix + ":queues"};
@@ -339,7 +347,7 @@ private:
                 r.push("ZADD", prefix + ":delayed:" + e.queue, to_ms(*e.not_before),
                        std::to_string(e.priority) + ":" + vis + ":" + text);
             } else {
-                r.push("XADD", fmt::format("{}:q:{}:{}", prefix, e.queue, e.priority), "*", "v", vis, "e", text);
+                r.push("XADD", stream_name(e.queue, e.priority), "*", "v", vis, "e", text);
             }
         }
 
@@ -556,7 +564,7 @@ private:
             plan.first_key = plan.argv.size();
             for (std::size_t qi = 0; qi < sub.queues.size(); ++qi)
                 for (int p = 9; p >= 0; --p) {
-                    plan.argv.push_back(fmt::format("{}:q:{}:{}", prefix, sub.queues[qi], p));
+                    plan.argv.push_back(stream_name(sub.queues[qi], p));
                     plan.keys.push_back({qi, p});
                 }
             plan.argv.insert(plan.argv.end(), plan.keys.size(), ">");
@@ -634,7 +642,7 @@ private:
                     score = c.expires = now + (vis > 0 ? vis : opts.default_visibility_timeout.count());
                 }
                 auto& z = zadd[c.queue];
-                if (z.empty()) z = {"ZADD", prefix + ":leases:" + queues[c.queue]};
+                if (z.empty()) z = {"ZADD", leases_key(queues[c.queue])};
                 z.push_back(std::to_string(score));
                 z.push_back(lease_member(c.priority, c.id, c.token));
             }
@@ -667,38 +675,27 @@ private:
         /// the other acks of the batch.
         awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
             redis::request release;
-            std::string key;
-            for (auto& l : ls) {
-                key.assign(prefix).append(":leases:").append(l.queue);
-                release.push("ZREM", key, lease_member(l.priority, l.id, l.token));
-            }
+            for (auto& l : ls) release.push("ZREM", leases_key(l.queue), lease_member(l.priority, l.id, l.token));
             auto held = co_await cli.exec(std::move(release));
             std::vector<bool> out(ls.size());
-            struct stream_acks {
-                const lease* first;
-                std::vector<std::string_view> argv;  ///< XACK <stream> stem <ids...>
-            };
-            std::vector<stream_acks> streams;
+            std::vector<std::pair<std::string, std::vector<std::string_view>>> streams;  // stream key, entry ids
             for (std::size_t i = 0; i < ls.size(); ++i) {
                 out[i] = !redis::is_error(*held[i]) && redis::integer(*held[i]) == 1;
                 if (!out[i]) continue;
-                auto& l = ls[i];
-                auto g = std::find_if(streams.begin(), streams.end(),
-                                      [&](auto& a) { return a.first->queue == l.queue && a.first->priority == l.priority; });
-                if (g == streams.end()) g = streams.insert(streams.end(), {&l, {"XACK", "", "stem"}});
-                g->argv.push_back(l.id);
+                auto key = stream_name(ls[i].queue, ls[i].priority);
+                auto g = std::find_if(streams.begin(), streams.end(), [&](auto& s) { return s.first == key; });
+                if (g == streams.end()) g = streams.insert(streams.end(), {std::move(key), {}});
+                g->second.push_back(ls[i].id);
             }
             if (streams.empty()) co_return out;
             redis::request done;
-            std::vector<std::string> names;
-            names.reserve(streams.size());
-            for (auto& st : streams) {
-                auto& name = names.emplace_back(fmt::format("{}:q:{}:{}", prefix, st.first->queue, st.first->priority));
-                st.argv[1] = name;
-                done.push_range(st.argv.begin(), st.argv.end());
-                st.argv[1] = "XDEL";
-                st.argv[2] = name;
-                done.push_range(st.argv.begin() + 1, st.argv.end());  // XDEL <stream> <ids...>
+            for (auto& [key, ids] : streams) {
+                std::vector<std::string_view> argv{"XACK", key, "stem"};
+                argv.insert(argv.end(), ids.begin(), ids.end());
+                done.push_range(argv.begin(), argv.end());
+                argv.erase(argv.begin() + 2);  // XDEL <stream> <ids...>
+                argv[0] = "XDEL";
+                done.push_range(argv.begin(), argv.end());
             }
             co_await cli.exec(std::move(done));  // error replies: see above
             co_return out;
