@@ -53,9 +53,15 @@ pid_t fork_worker(const std::string& ns, std::size_t concurrency) {
     return child;
 }
 
-/// Adapter objects on one namespace, for the fault kit.
+/// Adapter objects on one namespace, for the fault kit. Entries a read took just before the
+/// server went away (the reply lost with the connection) wait for the sweep, which runs and
+/// looks this far back once per default visibility timeout: 2 s, to fit the test's waits.
 struct redis_store {
-    static stem::redis_broker broker(const std::string& ns) { return stem::redis_broker{broker_opts(ns)}; }
+    static stem::redis_broker broker(const std::string& ns) {
+        auto o = broker_opts(ns);
+        o.default_visibility_timeout = std::chrono::seconds(2);
+        return stem::redis_broker{o};
+    }
     static stem::redis_backend backend(const std::string& ns) { return stem::redis_backend{backend_opts(ns)}; }
 };
 

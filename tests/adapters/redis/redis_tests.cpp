@@ -4,6 +4,7 @@
 #include "adapters/redis/redis_support.hpp"
 #include "contracts/backend_kit.hpp"
 #include "contracts/broker_kit.hpp"
+#include "support/tcp_proxy.hpp"
 
 #include <stem/adapters/url.hpp>
 
@@ -185,6 +186,76 @@ TEST_CASE("adapters.redis: an ack the server refuses is reported as not released
         CHECK(std::get<1>(acked));
         auto st = co_await broker.stats("ack-b"s);
         CHECK(st.pending + st.inflight == 0);
+    });
+}
+
+TEST_CASE("adapters.redis: an ack whose connection is lost before its reply is sent again, and releases its entry") {
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        auto server = stem::redis::config::from_url(redis_url());
+        stem_test::tcp_proxy proxy(co_await boost::asio::this_coro::executor, server.host, server.port);
+        auto opts = broker_opts(ns);
+        opts.server.port = proxy.port();
+        stem::redis_broker broker{opts};
+        // Cut after the lease was removed (the first round trip), then after the entry was
+        // acknowledged (the second): either way the ack succeeds and nothing is left.
+        std::vector<std::string> cuts{"ZREM", "XACK"};
+        std::size_t made = 0;
+        for (auto& cut : cuts) {
+            CAPTURE(cut);
+            co_await broker.publish(broker_kit::make_env("cut-q"));
+            auto got = co_await broker.consume(broker_kit::sub_of("cut-q"s), 1, 2s);
+            REQUIRE(got.size() == 1);
+            proxy.cut_after(cut);
+            CHECK(co_await broker.ack(got[0]));
+            CHECK(proxy.cuts() == ++made);
+            auto st = co_await broker.stats("cut-q"s);
+            CHECK(st.pending + st.inflight == 0);
+            CHECK_FALSE(co_await broker.ack(got[0]));  // done once
+        }
+        // With no time to try again, the caller gets the error; its own next try finds the
+        // entry without a lease and releases it.
+        opts.ack_retry_window = 0ms;
+        stem::redis_broker impatient{opts};
+        co_await impatient.publish(broker_kit::make_env("cut-q"));
+        auto got = co_await impatient.consume(broker_kit::sub_of("cut-q"s), 1, 2s);
+        REQUIRE(got.size() == 1);
+        proxy.cut_after("ZREM");
+        std::string error;
+        try {
+            co_await impatient.ack(got[0]);
+        } catch (const stem::error& e) {
+            error = e.what();
+        }
+        CHECK(error.find("connection lost") != std::string::npos);
+        CHECK(co_await impatient.ack(got[0]));
+        auto st = co_await impatient.stats("cut-q"s);
+        CHECK(st.pending + st.inflight == 0);
+    });
+}
+
+TEST_CASE("adapters.redis: a delivery whose lease was never written is still its own: extended, then acked") {
+    auto ns = fresh_namespace();
+    stem_test::run([&]() -> awaitable<void> {
+        stem::redis_broker broker{broker_opts(ns)};
+        co_await broker.publish(broker_kit::make_env("orphan-q"));
+        auto got = co_await broker.consume(broker_kit::sub_of("orphan-q"s), 1, 2s);
+        REQUIRE(got.size() == 1);
+        stem::redis::client raw(stem::redis::config::from_url(redis_url()));
+        auto leases = "{" + ns + "}:leases:orphan-q";
+        auto drop_lease = [&]() -> awaitable<long long> {  // as if its ZADD had been lost
+            stem::redis::request r;
+            r.push("DEL", leases);
+            auto rs = co_await raw.exec(std::move(r));
+            co_return stem::redis::integer(*rs.at(0));
+        };
+        CHECK(co_await drop_lease() == 1);
+        CHECK(co_await broker.extend_lease(got[0], 5s));
+        CHECK(co_await drop_lease() == 1);  // the extension wrote it again
+        CHECK(co_await broker.ack(got[0]));
+        auto st = co_await broker.stats("orphan-q"s);
+        CHECK(st.pending + st.inflight == 0);
+        CHECK_FALSE(co_await broker.ack(got[0]));
     });
 }
 

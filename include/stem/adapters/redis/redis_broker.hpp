@@ -11,6 +11,7 @@
 #include <stem/core/clock.hpp>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <iterator>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 
@@ -38,6 +40,9 @@ struct redis_broker_options {
     std::chrono::milliseconds dead_letter_retention{7 * 24 * 3'600'000};  ///< older dead letters are removed
     std::chrono::milliseconds broadcast_poll{500};  ///< how often a consumer of broadcast channels looks while idle
     std::size_t broadcast_max_length = 10'000;      ///< broadcast streams are trimmed to about this many entries
+    /// How long a batch of acks that meets a lost connection is sent again (after each
+    /// reconnection) before its callers get the error.
+    std::chrono::milliseconds ack_retry_window{10'000};
 };
 
 /// A broker on Redis Streams. Any number of producers and workers on any machines may
@@ -312,7 +317,8 @@ private:
               requeue(script("requeue", redis::detail::broker_lua::requeue)), extend(script("extend", redis::detail::broker_lua::extend)),
               retry(script("retry", redis::detail::broker_lua::retry)), dead(script("dead", redis::detail::broker_lua::dead)), dead_page(script("dead_page", redis::detail::broker_lua::dead_page)),
               replay_one(script("replay_one", redis::detail::broker_lua::replay_one)), purge_dead(script("purge_dead", redis::detail::broker_lua::purge_dead)), purge(script("purge", redis::detail::broker_lua::purge)),
-              stats_script(script("stats", redis::detail::broker_lua::stats)), sweep(script("sweep", redis::detail::broker_lua::sweep)), broadcast_read(script("broadcast_read", redis::detail::broker_lua::broadcast_read)) {
+              stats_script(script("stats", redis::detail::broker_lua::stats)), sweep(script("sweep", redis::detail::broker_lua::sweep)), broadcast_read(script("broadcast_read", redis::detail::broker_lua::broadcast_read)),
+              ack_orphan(script("ack", redis::detail::broker_lua::ack)) {
             if (opts.namespace_.empty() || opts.namespace_.find_first_of("{}") != std::string::npos)
                 throw error(errc::invalid_argument, fmt::format("redis_broker: bad namespace '{}'", opts.namespace_));
             acks = std::make_shared<redis::detail::coalescer<lease, bool>>(
@@ -667,27 +673,65 @@ private:
         /// per-string costs made it the dearest command of a task). First one ZREM per lease:
         /// removing its member "<p>:<id>:<token>" is the atomic test that the lease is still
         /// this delivery's (one taken again carries the next token). Then, per stream, XACK
-        /// and XDEL of the entries whose lease was removed. Should the second not arrive
-        /// (the worker dies in between, or the server refuses it), the entry is pending
-        /// without a lease, and the sweep gives it an expired one: it is delivered again, as
-        /// for any unacked delivery. A lease the server gave an error for counts as not
-        /// released (false): its delivery runs out and is delivered again. Neither fails
-        /// the other acks of the batch.
+        /// and XDEL of the entries whose lease was removed. A lease not found may be an
+        /// orphan of this delivery (its ZADD was lost, or an earlier attempt of this batch
+        /// was cut off after its ZREM): the `ack` script, in the second round trip, decides.
+        /// A lost connection does not lose the batch: what is not yet known is sent again
+        /// after the reconnection, for up to `ack_retry_window`. A lease the server gave an
+        /// error for counts as not released (false): its delivery runs out and is delivered
+        /// again. Neither fails the other acks of the batch.
         awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
-            redis::request release;
-            for (auto& l : ls) release.push("ZREM", leases_key(l.queue), lease_member(l.priority, l.id, l.token));
-            auto held = co_await cli.exec(std::move(release));
+            auto self = shared_from_this();  // alive while a batch waits to be sent again
+            std::vector<ack_step> steps(ls.size(), ack_step::remove_lease);
             std::vector<bool> out(ls.size());
+            auto give_up = std::chrono::steady_clock::now() + opts.ack_retry_window;
+            auto wait = opts.server.reconnect_min;
+            for (;;) {
+                try {
+                    co_await ack_steps(ls, steps, out);
+                    co_return out;
+                } catch (const error&) {  // the connection was lost (error replies are values)
+                    if (std::chrono::steady_clock::now() + wait > give_up) throw;
+                }
+                boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, wait);
+                co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+                wait = std::min(wait * 2, opts.server.reconnect_max);
+            }
+        }
+
+        /// Where each ack of a batch stands.
+        enum class ack_step : char { remove_lease, finish, check_orphan, done };
+
+        /// One attempt at the steps of ack_many still to do; `out[i]` is set as the ack of
+        /// `ls[i]` is decided. Throws if the connection is lost.
+        awaitable<void> ack_steps(std::vector<lease>& ls, std::vector<ack_step>& steps, std::vector<bool>& out) {
+            redis::request release;
+            std::vector<std::size_t> asked;
+            for (std::size_t i = 0; i < ls.size(); ++i)
+                if (steps[i] == ack_step::remove_lease) {
+                    release.push("ZREM", leases_key(ls[i].queue), lease_member(ls[i].priority, ls[i].id, ls[i].token));
+                    asked.push_back(i);
+                }
+            if (!asked.empty()) {
+                auto held = co_await cli.exec(std::move(release));
+                for (std::size_t k = 0; k < asked.size(); ++k) {
+                    auto i = asked[k];
+                    bool removed = !redis::is_error(*held[k]) && redis::integer(*held[k]) == 1;
+                    steps[i] = removed ? ack_step::finish : redis::is_error(*held[k]) ? ack_step::done : ack_step::check_orphan;
+                    out[i] = removed;
+                }
+            }
             std::vector<std::pair<std::string, std::vector<std::string_view>>> streams;  // stream key, entry ids
+            std::vector<std::size_t> checks;
             for (std::size_t i = 0; i < ls.size(); ++i) {
-                out[i] = !redis::is_error(*held[i]) && redis::integer(*held[i]) == 1;
-                if (!out[i]) continue;
+                if (steps[i] == ack_step::check_orphan) checks.push_back(i);
+                if (steps[i] != ack_step::finish) continue;
                 auto key = stream_name(ls[i].queue, ls[i].priority);
                 auto g = std::find_if(streams.begin(), streams.end(), [&](auto& s) { return s.first == key; });
                 if (g == streams.end()) g = streams.insert(streams.end(), {std::move(key), {}});
                 g->second.push_back(ls[i].id);
             }
-            if (streams.empty()) co_return out;
+            if (streams.empty() && checks.empty()) co_return;
             redis::request done;
             for (auto& [key, ids] : streams) {
                 std::vector<std::string_view> argv{"XACK", key, "stem"};
@@ -697,15 +741,31 @@ private:
                 argv[0] = "XDEL";
                 done.push_range(argv.begin(), argv.end());
             }
-            co_await cli.exec(std::move(done));  // error replies: see above
-            co_return out;
+            for (auto i : checks) push_ack_orphan(done, ls[i]);
+            auto rs = co_await cli.exec(std::move(done));  // errors of XACK and XDEL: see above
+            for (auto& st : steps)
+                if (st == ack_step::finish) st = ack_step::done;
+            auto base = 2 * streams.size();
+            for (std::size_t k = 0; k < checks.size(); ++k) {
+                auto& r = *rs[base + k];
+                steps[checks[k]] = ack_step::done;
+                out[checks[k]] = !redis::is_error(r) && redis::integer(r) == 1;
+            }
+        }
+
+        /// The `ack` script of a lease, sent with its source (EVAL, not EVALSHA: it is rare,
+        /// and can then never meet NOSCRIPT in the middle of a batch).
+        void push_ack_orphan(redis::request& r, const lease& l) {
+            auto key = prefix + ":queues", now = std::to_string(now_ms()), token = std::to_string(l.token);
+            std::array<std::string_view, 10> argv{"EVAL", ack_orphan.source(), "1", key, prefix, now, l.queue, l.priority, l.id, token};
+            r.push_range(argv.begin(), argv.end());
         }
 
         redis_broker_options opts;
         std::string prefix;
         redis::client cli;
         redis::script reclaim, ensure_script, requeue, extend, retry, dead, dead_page, replay_one, purge_dead, purge,
-            stats_script, sweep, broadcast_read;
+            stats_script, sweep, broadcast_read, ack_orphan;
         std::shared_ptr<redis::detail::coalescer<lease, bool>> acks;
         std::mutex mu;
         std::set<std::string> ensured;

@@ -1,7 +1,8 @@
 // stem/adapters/redis: the Redis adapters (hiredis for the protocol, Asio for the I/O).
 // detail/broker_scripts.hpp — the Lua scripts of redis_broker: every change that touches
 // several keys and must happen at once is one script, so it is atomic and costs one round
-// trip (an ack is plain commands: see redis_broker::state::ack_many).
+// trip (an ack is plain commands, the `ack` script only for an orphan: see
+// redis_broker::state::ack_many).
 //
 // Keys (P is "{namespace}": one hash slot, so a script's keys always live together):
 //   P:q:<queue>:<p>      stream of ready envelopes of priority p (0-9), fields v (visibility
@@ -35,9 +36,19 @@ end
 local function add_ready(q, p, vis, text)
   redis.call('XADD', stream(q, p), '*', 'v', vis, 'e', text)
 end
--- Releases the lease "<p>:<id>:<token>" of q and removes its entry; false if not held.
+-- Whether the delivery of entry id whose delivery count is token still has it though no
+-- lease names it (an orphan: its lease was never written, or an ack stopped half way):
+-- the entry is pending with that count. One delivered again has a higher count.
+local function orphan(q, p, id, token)
+  local e = redis.pcall('XPENDING', stream(q, p), 'stem', id, id, 1)
+  return type(e) == 'table' and e[1] ~= nil and tonumber(e[1][4]) == tonumber(token)
+end
+-- Releases the lease "<p>:<id>:<token>" of q (or the orphan) and removes its entry; false
+-- if this delivery no longer has it.
 local function release(q, p, id, token)
-  if redis.call('ZREM', P .. ':leases:' .. q, p .. ':' .. id .. ':' .. token) == 0 then return false end
+  if redis.call('ZREM', P .. ':leases:' .. q, p .. ':' .. id .. ':' .. token) == 0 and not orphan(q, p, id, token) then
+    return false
+  end
   local s = stream(q, p)
   redis.call('XACK', s, 'stem', id)
   redis.call('XDEL', s, id)
@@ -130,10 +141,17 @@ end
 return 1
 )lua";
 
-/// extend: ARGV[3..6] queue, p, id, token, ARGV[7] new expiry ms.
+/// ack: ARGV[3..6] queue, p, id, token. The ack of a delivery whose lease member was not
+/// found by the plain ZREM of redis_broker::state::ack_many: it may be an orphan of this
+/// delivery (its ZADD lost, or this ack's own earlier attempt cut off after the ZREM).
+inline constexpr std::string_view ack = R"lua(
+return release(ARGV[3], ARGV[4], ARGV[5], ARGV[6]) and 1 or 0
+)lua";
+
+/// extend: ARGV[3..6] queue, p, id, token, ARGV[7] new expiry ms. An orphan gets its lease.
 inline constexpr std::string_view extend = R"lua(
 local leases, m = P .. ':leases:' .. ARGV[3], ARGV[4] .. ':' .. ARGV[5] .. ':' .. ARGV[6]
-if not redis.call('ZSCORE', leases, m) then return 0 end
+if not redis.call('ZSCORE', leases, m) and not orphan(ARGV[3], ARGV[4], ARGV[5], ARGV[6]) then return 0 end
 redis.call('ZADD', leases, ARGV[7], m)
 return 1
 )lua";
