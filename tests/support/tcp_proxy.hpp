@@ -24,8 +24,8 @@ namespace stem_test {
 
 /// Forwards every connection made to `port()` to the server at `host:port`. Once armed with
 /// `cut_after(text)`, the next bytes a client sends that contain `text` still reach the
-/// server, and then that connection is closed before the server's answer is passed on: the
-/// command runs, and the client never learns it did.
+/// server, and that connection is closed when the server next sends anything (the answer
+/// to them, or to a request before them): the command runs, and its answer is lost.
 class tcp_proxy {
 public:
     tcp_proxy(boost::asio::any_io_executor ex, const std::string& host, unsigned short port)

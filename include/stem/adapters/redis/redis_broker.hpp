@@ -632,7 +632,7 @@ private:
         /// queue, sent without waiting (one round trip less): it is queued on the shared
         /// connection before any ack of these deliveries can be, so it runs first. Should it
         /// be lost with the connection, the entries are orphans, which the sweep delivers
-        /// again (and acks of them are refused meanwhile).
+        /// again (their holders may still ack them meanwhile: see ack_many).
         std::vector<delivery> settle(std::vector<candidate>& cs, const std::vector<std::string>& queues, std::size_t keep) {
             std::stable_sort(cs.begin(), cs.end(), [](const candidate& a, const candidate& b) { return a.priority > b.priority; });
             keep = std::min(keep, cs.size());
@@ -676,10 +676,12 @@ private:
         /// and XDEL of the entries whose lease was removed. A lease not found may be an
         /// orphan of this delivery (its ZADD was lost, or an earlier attempt of this batch
         /// was cut off after its ZREM): the `ack` script, in the second round trip, decides.
-        /// A lost connection does not lose the batch: what is not yet known is sent again
-        /// after the reconnection, for up to `ack_retry_window`. A lease the server gave an
-        /// error for counts as not released (false): its delivery runs out and is delivered
-        /// again. Neither fails the other acks of the batch.
+        /// A lost connection does not lose the batch: what is not yet decided or done is sent
+        /// again after the reconnection, for up to `ack_retry_window`, through the `ack`
+        /// script once it may have run (it then leaves an entry delivered again to another
+        /// holder alone). A lease the server gave an error for counts as not released
+        /// (false): its delivery runs out and is delivered again. Neither fails the other
+        /// acks of the batch.
         awaitable<std::vector<bool>> ack_many(std::vector<lease>& ls) {
             auto self = shared_from_this();  // alive while a batch waits to be sent again
             std::vector<ack_step> steps(ls.size(), ack_step::remove_lease);
@@ -687,24 +689,24 @@ private:
             auto give_up = std::chrono::steady_clock::now() + opts.ack_retry_window;
             auto wait = opts.server.reconnect_min;
             for (;;) {
-                try {
-                    co_await ack_steps(ls, steps, out);
-                    co_return out;
-                } catch (const error&) {  // the connection was lost (error replies are values)
-                    if (std::chrono::steady_clock::now() + wait > give_up) throw;
-                }
+                auto lost = co_await ack_steps(ls, steps, out);
+                if (!lost) co_return out;
+                if (std::chrono::steady_clock::now() + wait > give_up) std::rethrow_exception(lost);
                 boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, wait);
                 co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 wait = std::min(wait * 2, opts.server.reconnect_max);
             }
         }
 
-        /// Where each ack of a batch stands.
-        enum class ack_step : char { remove_lease, finish, check_orphan, done };
+        /// Where each ack of a batch stands. A step whose request may have run without its
+        /// reply arriving is sent again as a `resend` (the `ack` script, told that an entry
+        /// no longer pending was acknowledged by the attempt cut off).
+        enum class ack_step : char { remove_lease, finish, finish_resend, check, check_resend, done };
 
         /// One attempt at the steps of ack_many still to do; `out[i]` is set as the ack of
-        /// `ls[i]` is decided. Throws if the connection is lost.
-        awaitable<void> ack_steps(std::vector<lease>& ls, std::vector<ack_step>& steps, std::vector<bool>& out) {
+        /// `ls[i]` is decided. Returns the error if the connection was lost.
+        awaitable<std::exception_ptr> ack_steps(std::vector<lease>& ls, std::vector<ack_step>& steps, std::vector<bool>& out) {
+            std::exception_ptr lost;
             redis::request release;
             std::vector<std::size_t> asked;
             for (std::size_t i = 0; i < ls.size(); ++i)
@@ -713,25 +715,34 @@ private:
                     asked.push_back(i);
                 }
             if (!asked.empty()) {
-                auto held = co_await cli.exec(std::move(release));
+                std::vector<redis::reply> held;
+                try {
+                    held = co_await cli.exec(std::move(release));
+                } catch (const error&) {
+                    lost = std::current_exception();
+                }
+                if (lost) co_return lost;
                 for (std::size_t k = 0; k < asked.size(); ++k) {
                     auto i = asked[k];
                     bool removed = !redis::is_error(*held[k]) && redis::integer(*held[k]) == 1;
-                    steps[i] = removed ? ack_step::finish : redis::is_error(*held[k]) ? ack_step::done : ack_step::check_orphan;
+                    steps[i] = removed ? ack_step::finish : redis::is_error(*held[k]) ? ack_step::done : ack_step::check;
                     out[i] = removed;
                 }
             }
             std::vector<std::pair<std::string, std::vector<std::string_view>>> streams;  // stream key, entry ids
-            std::vector<std::size_t> checks;
+            std::vector<std::size_t> scripted;
             for (std::size_t i = 0; i < ls.size(); ++i) {
-                if (steps[i] == ack_step::check_orphan) checks.push_back(i);
-                if (steps[i] != ack_step::finish) continue;
+                if (steps[i] == ack_step::done) continue;
+                if (steps[i] != ack_step::finish) {
+                    scripted.push_back(i);
+                    continue;
+                }
                 auto key = stream_name(ls[i].queue, ls[i].priority);
                 auto g = std::find_if(streams.begin(), streams.end(), [&](auto& s) { return s.first == key; });
                 if (g == streams.end()) g = streams.insert(streams.end(), {std::move(key), {}});
                 g->second.push_back(ls[i].id);
             }
-            if (streams.empty() && checks.empty()) co_return;
+            if (streams.empty() && scripted.empty()) co_return lost;
             redis::request done;
             for (auto& [key, ids] : streams) {
                 std::vector<std::string_view> argv{"XACK", key, "stem"};
@@ -741,23 +752,33 @@ private:
                 argv[0] = "XDEL";
                 done.push_range(argv.begin(), argv.end());
             }
-            for (auto i : checks) push_ack_orphan(done, ls[i]);
-            auto rs = co_await cli.exec(std::move(done));  // errors of XACK and XDEL: see above
-            for (auto& st : steps)
-                if (st == ack_step::finish) st = ack_step::done;
-            auto base = 2 * streams.size();
-            for (std::size_t k = 0; k < checks.size(); ++k) {
-                auto& r = *rs[base + k];
-                steps[checks[k]] = ack_step::done;
-                out[checks[k]] = !redis::is_error(r) && redis::integer(r) == 1;
+            for (auto i : scripted) push_ack_orphan(done, ls[i], steps[i] != ack_step::check);
+            for (auto& st : steps) {  // from now on, each may have run
+                if (st == ack_step::finish) st = ack_step::finish_resend;
+                else if (st == ack_step::check) st = ack_step::check_resend;
             }
+            std::vector<redis::reply> rs;
+            try {
+                rs = co_await cli.exec(std::move(done));  // errors of XACK and XDEL: see above
+            } catch (const error&) {
+                lost = std::current_exception();
+            }
+            if (lost) co_return lost;
+            auto base = 2 * streams.size();
+            for (std::size_t k = 0; k < scripted.size(); ++k) {
+                auto& r = *rs[base + k];
+                if (steps[scripted[k]] == ack_step::check_resend) out[scripted[k]] = !redis::is_error(r) && redis::integer(r) == 1;
+            }
+            for (auto& st : steps) st = ack_step::done;
+            co_return lost;
         }
 
         /// The `ack` script of a lease, sent with its source (EVAL, not EVALSHA: it is rare,
         /// and can then never meet NOSCRIPT in the middle of a batch).
-        void push_ack_orphan(redis::request& r, const lease& l) {
+        void push_ack_orphan(redis::request& r, const lease& l, bool resend) {
             auto key = prefix + ":queues", now = std::to_string(now_ms()), token = std::to_string(l.token);
-            std::array<std::string_view, 10> argv{"EVAL", ack_orphan.source(), "1", key, prefix, now, l.queue, l.priority, l.id, token};
+            std::array<std::string_view, 11> argv{"EVAL", ack_orphan.source(), "1", key, prefix, now,
+                                                  l.queue, l.priority, l.id, token, resend ? "1" : "0"};
             r.push_range(argv.begin(), argv.end());
         }
 

@@ -141,11 +141,19 @@ end
 return 1
 )lua";
 
-/// ack: ARGV[3..6] queue, p, id, token. The ack of a delivery whose lease member was not
-/// found by the plain ZREM of redis_broker::state::ack_many: it may be an orphan of this
-/// delivery (its ZADD lost, or this ack's own earlier attempt cut off after the ZREM).
+/// ack: ARGV[3..6] queue, p, id, token; ARGV[7] '1' when an earlier attempt of this ack may
+/// have run. The ack of a delivery whose lease member the plain ZREM of
+/// redis_broker::state::ack_many did not find (it may be an orphan of this delivery: its
+/// ZADD lost, or this ack's own earlier attempt cut off after the ZREM), or one sent again.
+/// An entry no longer pending counts as acknowledged when sent again.
 inline constexpr std::string_view ack = R"lua(
-return release(ARGV[3], ARGV[4], ARGV[5], ARGV[6]) and 1 or 0
+local q, p, id = ARGV[3], ARGV[4], ARGV[5]
+if release(q, p, id, ARGV[6]) then return 1 end
+if ARGV[7] == '1' then
+  local e = redis.pcall('XPENDING', stream(q, p), 'stem', id, id, 1)
+  if type(e) == 'table' and not e.err and e[1] == nil then return 1 end
+end
+return 0
 )lua";
 
 /// extend: ARGV[3..6] queue, p, id, token, ARGV[7] new expiry ms. An orphan gets its lease.
