@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <exception>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -101,24 +102,33 @@ void server_restart_every_task_completes(const std::string& s, const char* resta
     stem_test::run([&]() -> awaitable<void> {
         stem::app app{co_await boost::asio::this_coro::executor, F::broker(s), F::backend(s), stem::tasks{stem_test::sleepy{}},
                       stem_test::app_options(4)};
-        std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
-        auto handles = co_await app.template enqueue_batch<stem_test::sleepy>(batch);
-        app.start();
-        co_await stem_test::elapse(300ms);
-        // Restart on another thread: the worker keeps running into the outage.
-        int restart_rc = -1;
-        joined restarter{std::thread([&] { restart_rc = std::system(restart); })};
-        std::size_t done = 0;
-        for (auto& h : handles) {
-            auto r = co_await h.wait(60s);  // rides out the outage (see status_hub::wait)
-            done += r.succeeded();
+        // Whatever happens, the app is shut down before it is destroyed (a worker destroyed
+        // while its coroutines wait would leave them to the io_context's destruction), and
+        // an error is reported after that.
+        std::exception_ptr failed;
+        try {
+            std::vector<stem_test::num_args> batch(tasks, stem_test::num_args{20});
+            auto handles = co_await app.template enqueue_batch<stem_test::sleepy>(batch);
+            app.start();
+            co_await stem_test::elapse(300ms);
+            // Restart on another thread: the worker keeps running into the outage.
+            int restart_rc = -1;
+            joined restarter{std::thread([&] { restart_rc = std::system(restart); })};
+            std::size_t done = 0;
+            for (auto& h : handles) {
+                auto r = co_await h.wait(60s);  // rides out the outage (see status_hub::wait)
+                done += r.succeeded();
+            }
+            restarter.t.join();
+            CHECK(restart_rc == 0);
+            CHECK(done == tasks);
+            auto stats = co_await stem_test::settled_stats(app.get_broker(), std::string("default"));
+            CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
+        } catch (...) {
+            failed = std::current_exception();
         }
-        restarter.t.join();
-        CHECK(restart_rc == 0);
-        CHECK(done == tasks);
-        auto stats = co_await stem_test::settled_stats(app.get_broker(), std::string("default"));
-        CHECK(stats.pending + stats.inflight + stats.delayed + stats.dead == 0);
         co_await app.shutdown();
+        if (failed) std::rethrow_exception(failed);
     }, 120s);
 }
 

@@ -742,7 +742,7 @@ private:
                 if (g == streams.end()) g = streams.insert(streams.end(), {std::move(key), {}});
                 g->second.push_back(ls[i].id);
             }
-            if (streams.empty() && scripted.empty()) co_return lost;
+            if (streams.empty() && scripted.empty()) co_return nullptr;
             redis::request done;
             for (auto& [key, ids] : streams) {
                 std::vector<std::string_view> argv{"XACK", key, "stem"};
@@ -752,7 +752,7 @@ private:
                 argv[0] = "XDEL";
                 done.push_range(argv.begin(), argv.end());
             }
-            for (auto i : scripted) push_ack_orphan(done, ls[i], steps[i] != ack_step::check);
+            for (auto i : scripted) push_ack_script(done, ls[i], steps[i] != ack_step::check);
             for (auto& st : steps) {  // from now on, each may have run
                 if (st == ack_step::finish) st = ack_step::finish_resend;
                 else if (st == ack_step::check) st = ack_step::check_resend;
@@ -770,12 +770,12 @@ private:
                 if (steps[scripted[k]] == ack_step::check_resend) out[scripted[k]] = !redis::is_error(r) && redis::integer(r) == 1;
             }
             for (auto& st : steps) st = ack_step::done;
-            co_return lost;
+            co_return nullptr;
         }
 
         /// The `ack` script of a lease, sent with its source (EVAL, not EVALSHA: it is rare,
         /// and can then never meet NOSCRIPT in the middle of a batch).
-        void push_ack_orphan(redis::request& r, const lease& l, bool resend) {
+        void push_ack_script(redis::request& r, const lease& l, bool resend) {
             auto key = prefix + ":queues", now = std::to_string(now_ms()), token = std::to_string(l.token);
             std::array<std::string_view, 11> argv{"EVAL", ack_orphan.source(), "1", key, prefix, now,
                                                   l.queue, l.priority, l.id, token, resend ? "1" : "0"};
